@@ -1,0 +1,163 @@
+"""``moragent eval``: benchmark runs (BFCL) on a backend, rendered with rich."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from moragent.eval.bfcl import (
+    DEFAULT_CATEGORIES,
+    SUPPORTED_CATEGORIES,
+    BfclReport,
+    BfclResult,
+    data_dir,
+    run_bfcl,
+)
+
+app = typer.Typer(help="Evaluate an agent on benchmarks (BFCL).", no_args_is_help=True)
+
+
+@app.callback()
+def main() -> None:
+    """Evaluate an agent on benchmarks."""
+
+
+@app.command("bfcl")
+def bfcl(
+    categories: Annotated[
+        str,
+        typer.Option(help="Comma-separated BFCL categories to run, in this order."),
+    ] = ",".join(DEFAULT_CATEGORIES),
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="Run only the first N questions of each category."),
+    ] = None,
+    json_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--json",
+            dir_okay=False,
+            help="Write the per-category summary and the per-question results to this file.",
+        ),
+    ] = None,
+    backend: Annotated[str, typer.Option(help="Backend that runs the model.")] = "llamacpp",
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Model file (.gguf) to use instead of the embedded default.",
+        ),
+    ] = None,
+    adapters: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="Directory of role adapters to use instead of the shipped ones.",
+        ),
+    ] = None,
+    no_adapters: Annotated[
+        bool,
+        typer.Option("--no-adapters", help="Run the bare model, with no role adapters."),
+    ] = False,
+) -> None:
+    """Run BFCL non-live questions through the executor and score them with BFCL's checker."""
+    err = Console(stderr=True)
+    out = Console()
+
+    chosen = [name.strip() for name in categories.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in SUPPORTED_CATEGORIES]
+    if not chosen or unknown:
+        raise typer.BadParameter(
+            f"unknown categories: {', '.join(unknown) or '(none given)'}; "
+            f"choose from: {', '.join(SUPPORTED_CATEGORIES)}",
+            param_hint="--categories",
+        )
+    if adapters is not None and no_adapters:
+        raise typer.BadParameter(
+            "give either --adapters DIR or --no-adapters, not both", param_hint="--adapters"
+        )
+
+    try:
+        data_dir()
+    except ImportError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+
+    predict = _predictor(err, backend, model, adapters, not no_adapters)
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    ) as bar:
+        task = bar.add_task("BFCL", total=None)
+
+        def progress(done: int, total: int, result: BfclResult) -> None:
+            bar.update(task, completed=done, total=total, description=result.category)
+
+        report = run_bfcl(predict, chosen, limit=limit, progress=progress)
+
+    out.print(_table(report))
+    failures = sum(result.error_type == "predict_error" for result in report.results)
+    if failures:
+        err.print(
+            f"[yellow]warning:[/] the predictor raised on {failures} question(s); "
+            "they count as wrong (see error_type 'predict_error' in --json output)"
+        )
+    if json_path is not None:
+        json_path.write_text(report.to_json(indent=2) + "\n", encoding="utf-8")
+        err.print(f"wrote {json_path}")
+
+
+def _predictor(
+    err: Console, backend: str, model: Path | None, adapters: Path | None, use_adapters: bool
+) -> Any:
+    """The predictor from ``moragent.eval.predict.make_predictor``, or exit with the reason."""
+    try:
+        from moragent.eval.predict import make_predictor
+    except ImportError as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "moragent.eval.predict":
+            reason = "the predictor module moragent.eval.predict is not part of this install"
+        else:
+            reason = f"cannot load moragent.eval.predict: {exc}"
+        err.print(f"[red]error:[/] {reason}; BFCL cannot run without a predictor")
+        raise typer.Exit(1) from None
+
+    try:
+        return make_predictor(backend, model, adapters, use_adapters)
+    except (ValueError, OSError, ImportError, RuntimeError) as exc:
+        err.print(f"[red]error:[/] cannot start backend {backend!r}: {exc}")
+        raise typer.Exit(1) from None
+
+
+def _table(report: BfclReport) -> Table:
+    summary = report.summary()
+    table = Table(title="BFCL (scored by BFCL's AST checker)")
+    table.add_column("category")
+    table.add_column("n", justify="right")
+    table.add_column("correct", justify="right")
+    table.add_column("accuracy", justify="right")
+    table.add_column("schema-valid", justify="right")
+    for category, row in summary.items():
+        correct = sum(r.valid for r in report.results if r.category == category)
+        table.add_row(
+            category,
+            str(row["n"]),
+            str(correct),
+            f"{row['accuracy']:.1%}",
+            f"{row['schema_valid']}/{row['n']}",
+        )
+    if len(summary) > 1:
+        mean = sum(row["accuracy"] for row in summary.values()) / len(summary)
+        table.add_section()
+        table.add_row("mean of categories", "", "", f"{mean:.1%}", "")
+    return table
