@@ -47,8 +47,7 @@ DEFAULT_SYSTEM = (
 )
 
 BUDGET_NOTE = (
-    "The step budget is used up: answer with what the results show, or say what is "
-    "still missing."
+    "The step budget is used up: answer with what the results show, or say what is still missing."
 )
 
 

@@ -169,7 +169,9 @@ class Trajectory:
     @property
     def calls(self) -> list[ToolCall]:
         """Every call the executor made, in order."""
-        return [call for step in self.steps if isinstance(step, ExecutorStep) for call in step.calls]
+        return [
+            call for step in self.steps if isinstance(step, ExecutorStep) for call in step.calls
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {

@@ -1,1 +1,85 @@
+"""Backends: one protocol (``base.Backend``), three implementations.
 
+- ``llamacpp`` (default): quantized GGUF, per-role GGUF LoRA switched at run time.
+- ``torch``: transformers + peft, GPU or CPU, the MoR adapters themselves.
+- ``openai``: any OpenAI-compatible server, one model name per role.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from moragent.backends.base import Backend, BackendError, CacheStats, Constraint, Generation
+
+BACKENDS = ("llamacpp", "torch", "openai")
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendError",
+    "CacheStats",
+    "Constraint",
+    "Generation",
+    "make_backend",
+]
+
+
+def make_backend(
+    name: str = "llamacpp",
+    model: str | Path | None = None,
+    adapters: str | Path | dict[str, str | Path] | None = None,
+    **options: Any,
+) -> Backend:
+    """Build a backend by name; unknown names and missing extras raise a clear error.
+
+    Args:
+        name: one of ``BACKENDS``.
+        model: the model (a GGUF file, an HF model folder, or a served model name).
+        adapters: a folder of role adapters, or a role name -> file mapping.
+        options: passed to the backend's constructor.
+    """
+    if name == "llamacpp":
+        from moragent.backends.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend(model, adapters=_adapter_files(adapters), **options)
+    if name == "torch":
+        try:
+            from moragent.backends.torch import TorchBackend
+        except ImportError as exc:
+            raise BackendError(
+                f"the torch backend needs the torch extra ({exc.name} is missing): "
+                'pip install torch==2.13.0 && pip install "moragent[torch]"'
+            ) from exc
+        return TorchBackend(model, adapters=adapters, **options)
+    if name == "openai":
+        try:
+            from moragent.backends.openai import OpenAIBackend
+        except ImportError as exc:
+            raise BackendError(
+                f"the openai backend needs the openai extra ({exc.name} is missing): "
+                'pip install "moragent[openai]"'
+            ) from exc
+        return OpenAIBackend(model, **options)
+    raise BackendError(f"unknown backend {name!r}: expected one of {', '.join(BACKENDS)}")
+
+
+def _adapter_files(
+    adapters: str | Path | dict[str, str | Path] | None,
+) -> dict[str, str | Path] | None:
+    """A role -> GGUF file mapping, from a mapping or from a folder of exported adapters."""
+    if adapters is None or isinstance(adapters, dict):
+        return adapters
+    folder = Path(adapters)
+    if not folder.is_dir():
+        raise BackendError(f"adapter folder not found: {folder}")
+    from moragent.roles import ROLE_NAMES
+
+    files = {role: folder / f"{role}.gguf" for role in ROLE_NAMES}
+    missing = [str(path) for path in files.values() if not path.is_file()]
+    if missing:
+        raise BackendError(
+            f"role adapter file missing: {', '.join(missing)} (a folder made by "
+            "`moragent export` holds one GGUF LoRA per role)"
+        )
+    return dict(files)

@@ -1,1 +1,5 @@
+"""The ``moragent`` command line (Typer)."""
 
+from moragent.cli.app import app, main
+
+__all__ = ["app", "main"]

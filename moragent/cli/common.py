@@ -1,0 +1,109 @@
+"""Options and set-up shared by the CLI commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+ToolsOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--tools",
+        "-t",
+        help="A Python file of tools: functions marked @tool, or else every public function "
+        "defined in it. Repeat for several files.",
+        show_default=False,
+    ),
+]
+ModelOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model to run: a GGUF file (llama.cpp backend) or an HF model folder (torch). "
+        "Default: the embedded SmolLM2-135M-Instruct.",
+        show_default=False,
+    ),
+]
+AdaptersOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--adapters",
+        "-a",
+        help="Folder of trained role adapters (`moragent export` output for llama.cpp, "
+        "`moragent finetune` output for torch).",
+        show_default=False,
+    ),
+]
+BackendOption = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        "-b",
+        help="Where the model runs: llamacpp (GGUF on CPU/GPU), torch (transformers + "
+        "peft), or openai (an OpenAI-compatible server).",
+    ),
+]
+MaxStepsOption = Annotated[
+    int,
+    typer.Option(
+        "--max-steps", min=1, help="Tool-call turns per question before the agent must answer."
+    ),
+]
+TimeoutOption = Annotated[
+    float,
+    typer.Option("--tool-timeout", min=0.01, help="Seconds a tool may run before its call fails."),
+]
+TemperatureOption = Annotated[
+    float,
+    typer.Option("--temperature", min=0.0, help="Sampling temperature; 0 decodes greedily."),
+]
+SystemOption = Annotated[
+    str | None,
+    typer.Option("--system", help="System text for the agent (default: a short built-in one)."),
+]
+
+
+def load_agent(
+    tools: list[Path] | None,
+    backend: str,
+    model: Path | None,
+    adapters: Path | None,
+    max_steps: int,
+    tool_timeout: float,
+    temperature: float,
+    system: str | None,
+):  # noqa: ANN201 - returns moragent.Agent, imported lazily to keep start-up fast
+    """Load tools and model, or print a clear error and exit with status 2."""
+    from moragent.agent import Agent
+    from moragent.backends import BackendError, make_backend
+    from moragent.models import ModelNotFoundError
+    from moragent.tools import ToolLoadError, load_tools
+
+    loaded = []
+    for path in tools or []:
+        try:
+            loaded.extend(load_tools(path))
+        except ToolLoadError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+    try:
+        with console.status("loading the model..."):
+            model_backend = make_backend(backend, model, adapters)
+        return Agent(
+            tools=loaded,
+            backend=model_backend,
+            max_steps=max_steps,
+            tool_timeout=tool_timeout,
+            temperature=temperature,
+            system=system,
+        )
+    except (BackendError, ModelNotFoundError, ValueError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
