@@ -31,7 +31,10 @@ def main() -> None:
 def bfcl(
     categories: Annotated[
         str,
-        typer.Option(help="Comma-separated BFCL categories to run, in this order."),
+        typer.Option(
+            help="Comma-separated BFCL categories to run, in this order; the live_* "
+            "single-turn categories (live_simple, live_multiple, ...) work too."
+        ),
     ] = ",".join(DEFAULT_CATEGORIES),
     limit: Annotated[
         int | None,

@@ -262,7 +262,9 @@ def _check(
     except Exception as exc:  # the checker assumes well-formed input; a crash is a wrong answer
         logger.warning("BFCL checker raised on %s: %r", question.id, exc)
         return False, [f"BFCL checker raised {type(exc).__name__}: {exc}"], "checker_error"
-    return bool(verdict["valid"]), list(verdict.get("error", [])), verdict.get("error_type")
+    if verdict["valid"]:
+        return True, [], None  # BFCL leaves a placeholder error_type on some valid verdicts
+    return False, list(verdict.get("error", [])), verdict.get("error_type")
 
 
 def schema_valid(tools: list[dict[str, Any]], calls: list[ToolCall] | None) -> bool:
