@@ -168,8 +168,7 @@ class ShareGPTConverter:
 
     def convert(self, record: Any, line: int) -> list[Trajectory]:
         if not isinstance(record, dict) or not isinstance(record.get("conversations"), list):
-            raise DataError("a ShareGPT record needs a 'conversations' list",
-                            field="conversations")
+            raise DataError("a ShareGPT record needs a 'conversations' list", field="conversations")
         raw_tools = record.get("tools") or []
         if isinstance(raw_tools, str):
             try:

@@ -61,12 +61,17 @@ def detect_format(path: str | Path, sample: int = 5) -> str:
     if not found:
         raise DataError(
             f"unknown data format: the first records fit none of {', '.join(FORMATS)}; "
-            "pass --from FORMAT if the file is one of these", path, 1,
+            "pass --from FORMAT if the file is one of these",
+            path,
+            1,
         )
     if found == {"react-text", "openai"}:
         return "openai"
-    raise DataError(f"the first records look like several formats ({', '.join(sorted(found))})"
-                    "; pass --from FORMAT", path)
+    raise DataError(
+        f"the first records look like several formats ({', '.join(sorted(found))})"
+        "; pass --from FORMAT",
+        path,
+    )
 
 
 def make_converter(fmt: str, **options: Any) -> Converter:

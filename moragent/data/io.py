@@ -50,7 +50,9 @@ class DataError(ValueError):
         return f"{where}: {self.message}"
 
 
-def iter_lines(path: str | Path, on_progress: ProgressFn | None = None) -> Iterator[tuple[int, str]]:
+def iter_lines(
+    path: str | Path, on_progress: ProgressFn | None = None
+) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, text)`` for each non-blank line of a UTF-8 file, one at a time."""
     path = Path(path)
     total = path.stat().st_size
@@ -116,8 +118,11 @@ def iter_json_array(
             if separator == "]":
                 return
             if separator != ",":
-                raise DataError(f"expected ',' or ']' after an array item, got {separator!r}",
-                                path, reader.line_here())
+                raise DataError(
+                    f"expected ',' or ']' after an array item, got {separator!r}",
+                    path,
+                    reader.line_here(),
+                )
 
 
 class _ArrayReader:
@@ -152,8 +157,9 @@ class _ArrayReader:
             if self.pos < len(self.buffer):
                 return self.buffer[self.pos]
             if not self._more():
-                raise DataError("the JSON array ends before its closing ']'", self.path,
-                                self.line_here())
+                raise DataError(
+                    "the JSON array ends before its closing ']'", self.path, self.line_here()
+                )
 
     def next_char(self) -> str:
         char = self.peek()
@@ -215,7 +221,11 @@ def atomic_writer(path: str | Path) -> Iterator[IO[str]]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
+        "w",
+        encoding="utf-8",
+        dir=path.parent,
+        prefix=f".{path.name}.",
+        suffix=".tmp",
         delete=False,
     )
     try:

@@ -24,9 +24,7 @@ REACT_TOOLS: dict[str, dict[str, Any]] = {
         "the first paragraph of the best match, or similar titles when there is none.",
         "parameters": {
             "type": "object",
-            "properties": {
-                "query": {"type": "string", "description": "What to search for."}
-            },
+            "properties": {"query": {"type": "string", "description": "What to search for."}},
             "required": ["query"],
         },
     },
@@ -75,11 +73,11 @@ class ReactTextConverter:
     def detect(record: Any) -> bool:
         if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
             return False
-        assistant = [m for m in record["messages"] if isinstance(m, dict)
-                     and m.get("role") == "assistant"]
+        assistant = [
+            m for m in record["messages"] if isinstance(m, dict) and m.get("role") == "assistant"
+        ]
         return bool(assistant) and all(
-            not m.get("tool_calls") and "Action" in str(m.get("content", ""))
-            for m in assistant
+            not m.get("tool_calls") and "Action" in str(m.get("content", "")) for m in assistant
         )
 
     def convert(self, record: Any, line: int) -> list[Trajectory]:
@@ -93,8 +91,10 @@ class ReactTextConverter:
         if messages[0].get("role") == "system":
             system, start = str(messages[0].get("content", "")), 1
         if start >= len(messages) or messages[start].get("role") != "user":
-            raise DataError("the first message (after any system one) must be the user's question",
-                            field=f"messages[{start}]")
+            raise DataError(
+                "the first message (after any system one) must be the user's question",
+                field=f"messages[{start}]",
+            )
         query = str(messages[start].get("content", ""))
 
         turn, used, meta = TurnBuilder(), ["search"], {"source": self.name, "source_id": line}

@@ -33,9 +33,18 @@ from moragent.trajectory import ToolCall, Trajectory
 
 REFERENCE = re.compile(r"^API_call_(\d+)(?: response)?$")
 _TYPES = {
-    "str": "string", "string": "string", "int": "integer", "integer": "integer",
-    "float": "number", "number": "number", "bool": "boolean", "boolean": "boolean",
-    "list": "array", "array": "array", "dict": "object", "object": "object",
+    "str": "string",
+    "string": "string",
+    "int": "integer",
+    "integer": "integer",
+    "float": "number",
+    "number": "number",
+    "bool": "boolean",
+    "boolean": "boolean",
+    "list": "array",
+    "array": "array",
+    "dict": "object",
+    "object": "object",
 }
 
 
@@ -143,15 +152,17 @@ class SealToolsConverter:
             if self.tools_path is None or not self.tools_path.is_file():
                 raise DataError(
                     "Seal-Tools needs its tool.jsonl: put it next to the input or pass "
-                    "--tools PATH", self.tools_path,
+                    "--tools PATH",
+                    self.tools_path,
                 )
             self._index = ToolIndex(self.tools_path)
         return self._index
 
     def convert(self, record: Any, line: int) -> list[Trajectory]:
         if not self.detect(record) or not isinstance(record["calling"], list):
-            raise DataError("a Seal-Tools record needs 'query' and a 'calling' list",
-                            field="calling")
+            raise DataError(
+                "a Seal-Tools record needs 'query' and a 'calling' list", field="calling"
+            )
         index = self.index
         source_id = record.get("id", line)
         calls, outputs = self._calls(record["calling"], index)
@@ -167,8 +178,12 @@ class SealToolsConverter:
         steps = turn.steps
         meta_links = [
             {
-                "step": step_of[i][0], "call": step_of[i][1], "argument": argument,
-                "ref": ref, "from_step": step_of[j][0], "from_call": step_of[j][1],
+                "step": step_of[i][0],
+                "call": step_of[i][1],
+                "argument": argument,
+                "ref": ref,
+                "from_step": step_of[j][0],
+                "from_call": step_of[j][1],
                 "output": output,
             }
             for i, argument, ref, j, output in links
@@ -230,4 +245,3 @@ class SealToolsConverter:
         for i, wave in enumerate(wave_of):
             waves[wave].append(i)
         return waves, links
-
