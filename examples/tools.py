@@ -48,6 +48,12 @@ def _factorial(n: float) -> int:
     return math.factorial(int(n))
 
 
+def _round(x: float, ndigits: int = 0) -> float:
+    if not isinstance(ndigits, int) or abs(ndigits) > 100:
+        raise ValueError("round takes a whole number of digits from -100 to 100")
+    return round(x, ndigits)
+
+
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "sqrt": math.sqrt,
     "sin": math.sin,
@@ -61,7 +67,7 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "log2": math.log2,
     "exp": math.exp,
     "abs": abs,
-    "round": round,
+    "round": _round,
     "floor": math.floor,
     "ceil": math.ceil,
     "factorial": _factorial,
@@ -148,6 +154,8 @@ def calculate(expression: str) -> int | float:
     if isinstance(result, complex):
         raise ValueError("the result is a complex number, which is not supported")
     if isinstance(result, float):
+        if not math.isfinite(result):
+            raise ValueError("the result is not a finite number")
         if result.is_integer() and abs(result) < 1e15:
             return int(result)
         return float(f"{result:.15g}")  # 0.1 + 0.2 -> 0.3

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 import datetime
+import functools
 import math
 import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from moragent.tools import Tool, Toolbox, load_tools
 from moragent.trajectory import ToolCall
@@ -16,9 +19,14 @@ from moragent.trajectory import ToolCall
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "tools.py"
 
 
-@pytest.fixture(scope="module")
-def tools() -> dict[str, Tool]:
+@functools.cache
+def _examples() -> dict[str, Tool]:
     return {item.name: item for item in load_tools(EXAMPLES)}
+
+
+@pytest.fixture
+def tools() -> dict[str, Tool]:
+    return _examples()
 
 
 def test_the_file_offers_the_expected_tools(tools: dict[str, Tool]) -> None:
@@ -93,6 +101,23 @@ def test_calculate_functions_and_constants(tools: dict[str, Tool]) -> None:
 def test_calculate_refuses(tools: dict[str, Tool], expression: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         tools["calculate"](expression)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789.e+-*/%() ", max_size=30) | st.text(max_size=20))
+def test_calculate_gives_a_number_or_a_value_error(expression: str) -> None:
+    calculate = _examples()["calculate"]
+    try:
+        result = calculate(expression)
+    except ValueError:
+        return
+    assert isinstance(result, int | float) and not isinstance(result, bool)
+    assert math.isfinite(result)
+
+
+def test_calculate_refuses_huge_rounding(tools: dict[str, Tool]) -> None:
+    with pytest.raises(ValueError, match="digits from -100 to 100"):
+        tools["calculate"]("round(5, -10 ** 8)")
 
 
 # --- convert_units ----------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import textwrap
 import threading
 import time
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from moragent.tools import Tool, Toolbox, ToolLoadError, load_tools, to_tools, tool
 from moragent.trajectory import ToolCall, ToolResult
@@ -394,6 +397,21 @@ def test_load_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     assert info.value.line == 4
 
 
+def test_load_syntax_error_in_a_sibling_names_the_sibling(tmp_path: Path) -> None:
+    sibling = _write(tmp_path, "helpers_broken.py", "x = = 1\n")
+    path = _write(tmp_path, "tools.py", "import helpers_broken\n")
+    with pytest.raises(ToolLoadError, match=f"^{re.escape(str(sibling))}:1: syntax error"):
+        load_tools(path)
+
+
+def test_load_names_the_path_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "bad.py").write_text("import os\n\nraise RuntimeError('no config')\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ToolLoadError) as info:
+        load_tools("bad.py")
+    assert str(info.value) == "bad.py:3: importing the tools file raised RuntimeError: no config"
+
+
 def test_load_import_time_exception_names_line(tmp_path: Path) -> None:
     path = _write(tmp_path, "raising.py", "import os\n\nCONFIG = {}\nKEY = CONFIG['key']\n")
     with pytest.raises(ToolLoadError) as info:
@@ -636,3 +654,35 @@ def test_toolbox_rejects_bad_settings() -> None:
         Toolbox([divide], timeout=0)
     with pytest.raises(ValueError, match="max_observation_chars must be at least 80"):
         Toolbox([divide], max_observation_chars=10)
+
+
+def test_async_tool_is_awaited() -> None:
+    async def later(x: int) -> int:
+        return x + 1
+
+    assert Toolbox([later]).call(ToolCall("later", {"x": 1})) == ToolResult("later", "2")
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_FUZZ_BOX = Toolbox([divide, paint], timeout=2, max_observation_chars=300)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.sampled_from(["divide", "paint", "missing"]) | st.text(max_size=5),
+    arguments=st.dictionaries(st.sampled_from(["a", "b", "color", "sizes", "x"]), _JSON, max_size=4)
+    | _JSON,
+)
+def test_call_never_raises_on_any_json(name: str, arguments: Any) -> None:
+    result = _FUZZ_BOX.call(ToolCall(name, arguments))
+    assert isinstance(result, ToolResult)
+    assert result.name == name
+    assert isinstance(result.content, str) and len(result.content) <= 300
+    if name not in _FUZZ_BOX.names:
+        assert result.error is True

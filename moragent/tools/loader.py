@@ -50,17 +50,17 @@ def load_tools(path: str | Path) -> list[Tool]:
         raise ToolLoadError(
             f"{path}: tools file {what}; pass the path of a Python file that defines tools", path
         )
-    path = path.resolve()
-    module = _import(path)
+    shown, path = path, path.resolve()  # messages name the path as the caller gave it
+    module = _import(path, shown)
 
     marked = _marked_tools(module)
     if marked:
         tools = marked
     else:
-        tools = [_from_function(fn, path) for fn in _public_functions(module)]
+        tools = [_from_function(fn, path, shown) for fn in _public_functions(module)]
     if not tools:
         raise ToolLoadError(
-            f"{path}: no tools found; mark functions with @tool (from moragent.tools import "
+            f"{shown}: no tools found; mark functions with @tool (from moragent.tools import "
             "tool) or define public functions with type hints",
             path,
         )
@@ -68,7 +68,7 @@ def load_tools(path: str | Path) -> list[Tool]:
     return tools
 
 
-def _import(path: Path) -> ModuleType:
+def _import(path: Path, shown: Path) -> ModuleType:
     name = f"moragent_user_tools_{path.stem}_{next(_counter)}"
     loader = importlib.machinery.SourceFileLoader(name, str(path))
     spec = importlib.util.spec_from_file_location(name, path, loader=loader)
@@ -82,19 +82,19 @@ def _import(path: Path) -> ModuleType:
         loader.exec_module(module)
     except SyntaxError as exc:
         sys.modules.pop(name, None)
-        line = exc.lineno
+        where = shown if not exc.filename or Path(exc.filename) == path else exc.filename
         text = f"\n    {exc.text.rstrip()}" if exc.text else ""
-        raise ToolLoadError(f"{path}:{line}: syntax error: {exc.msg}{text}", path, line) from None
+        message = f"{where}:{exc.lineno}: syntax error: {exc.msg}{text}"
+        raise ToolLoadError(message, where, exc.lineno) from None
     except ToolDefinitionError as exc:
         sys.modules.pop(name, None)
-        raise _definition_error(exc, path) from None
+        raise _definition_error(exc, path, shown) from None
     except (Exception, SystemExit) as exc:
         sys.modules.pop(name, None)
         line = _line_in(exc, path)
+        where = f"{shown}:{line}" if line else str(shown)
         raise ToolLoadError(
-            f"{path}:{line}: importing the tools file raised {type(exc).__name__}: {exc}",
-            path,
-            line,
+            f"{where}: importing the tools file raised {type(exc).__name__}: {exc}", shown, line
         ) from exc
     finally:
         try:
@@ -131,15 +131,15 @@ def _public_functions(module: ModuleType) -> list[object]:
     ]
 
 
-def _from_function(fn: object, path: Path) -> Tool:
+def _from_function(fn: object, path: Path, shown: Path) -> Tool:
     try:
         return Tool.from_function(fn)  # type: ignore[arg-type]
     except ToolDefinitionError as exc:
-        raise _definition_error(exc, path, unmarked=True) from None
+        raise _definition_error(exc, path, shown, unmarked=True) from None
 
 
 def _definition_error(
-    exc: ToolDefinitionError, path: Path, unmarked: bool = False
+    exc: ToolDefinitionError, path: Path, shown: Path, unmarked: bool = False
 ) -> ToolLoadError:
     hint = (
         " (no function is marked @tool, so every public function is a tool: mark the tools "
@@ -147,6 +147,7 @@ def _definition_error(
         if unmarked
         else ""
     )
-    filename = exc.filename or str(path)
+    same_file = exc.filename is None or Path(exc.filename) == path
+    filename = str(shown) if same_file else exc.filename
     message = f"{filename}:{exc.lineno}: function {exc.function!r}: {exc.reason}{hint}"
     return ToolLoadError(message, filename, exc.lineno)

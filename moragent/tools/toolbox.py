@@ -9,10 +9,12 @@ should enforce their own deadline (a socket timeout, a subprocess with ``timeout
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import dataclasses
 import datetime
 import enum
+import inspect
 import json
 import logging
 import threading
@@ -207,7 +209,10 @@ class Toolbox:
 
 def _run(tool: Tool, kwargs: dict[str, Any], outcome: dict[str, Any]) -> None:
     try:
-        outcome["value"] = tool(**kwargs)
+        value = tool(**kwargs)
+        if inspect.iscoroutine(value):  # an async tool: run it on this thread's own loop
+            value = asyncio.run(value)
+        outcome["value"] = value
     except BaseException as exc:  # SystemExit in a tool must not end the agent either
         outcome["error"] = exc
 
