@@ -564,6 +564,23 @@ def test_enum_round_trip() -> None:
     assert paint.convert({"color": "red", "sizes": None}) == {"color": Color.RED, "sizes": None}
 
 
+def test_union_converts_with_the_matching_member() -> None:
+    def pick(choice: int | Color | list[Size]) -> str:
+        return repr(choice)
+
+    made = tool(pick)
+    assert made.parameters["properties"]["choice"] == {
+        "anyOf": [
+            {"type": "integer"},
+            {"type": "string", "enum": ["red", "green"]},
+            {"type": "array", "items": {"type": "integer", "enum": [1, 2]}},
+        ]
+    }
+    assert made.convert({"choice": "red"}) == {"choice": Color.RED}
+    assert made.convert({"choice": 4.0}) == {"choice": 4}
+    assert made.convert({"choice": [2]}) == {"choice": [Size.LARGE]}
+
+
 def test_raising_tool_becomes_error_result() -> None:
     def fetch(key: str) -> str:
         raise LookupError(f"no entry {key!r}")

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import docstring_parser
+import jsonschema
 
 logger = logging.getLogger(__name__)
 
@@ -116,13 +117,14 @@ def _optional(convert: Converter | None) -> Converter | None:
     return lambda value: None if value is None else convert(value)
 
 
-def _first_that_fits(converts: list[Converter]) -> Converter:
+def _by_matching_member(members: list[tuple[dict[str, Any], Converter | None]]) -> Converter:
+    """Convert a union's value with the converter of the first member schema it matches."""
+    checks = [(jsonschema.Draft202012Validator(schema), convert) for schema, convert in members]
+
     def convert(value: Any) -> Any:
-        for candidate in converts:
-            try:
-                return candidate(value)
-            except (TypeError, ValueError):
-                continue
+        for validator, member_convert in checks:
+            if validator.is_valid(value):
+                return value if member_convert is None else member_convert(value)
         return value
 
     return convert
@@ -194,8 +196,8 @@ def _union_schema(
         schema, convert = members[0]
     else:
         schema = {"anyOf": [member for member, _ in members]}
-        converts = [convert for _, convert in members if convert is not None]
-        convert = _first_that_fits(converts) if converts else None
+        needed = any(convert is not None for _, convert in members)
+        convert = _by_matching_member(members) if needed else None
     if nullable:
         return {"anyOf": [schema, {"type": "null"}]}, _optional(convert)
     return schema, convert

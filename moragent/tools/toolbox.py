@@ -52,7 +52,8 @@ class Toolbox:
 
     Args:
         tools: ``Tool``s, typed functions or OpenAI-style schema dicts (see ``to_tools``).
-        timeout: Seconds to wait for one call; None waits for ever.
+        timeout: Seconds to wait for one call; None waits for ever. A call past its
+            timeout is abandoned, not killed: Python cannot stop a thread.
         max_observation_chars: Longest result content; longer content is cut with a
             marker saying how many characters were dropped.
 
