@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -31,8 +32,8 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 InputArgument = Annotated[
     Path, typer.Argument(help="Input file (JSON Lines, or one JSON array).", show_default=False)
@@ -73,7 +74,7 @@ def progress_bar(label: str, quiet: bool = False) -> Iterator[Callable[[int, int
 
 
 def _fail(error: Exception) -> typer.Exit:
-    err_console.print(f"[red]error:[/] {error}")
+    err_console.print(f"[red]error:[/] {escape(str(error))}")
     return typer.Exit(1)
 
 

@@ -110,6 +110,7 @@ def iter_json_array(
         if reader.peek() == "]":
             return
         while True:
+            reader.peek()
             line = reader.line_here()
             yield line, reader.decode(decoder)
             if on_progress is not None:

@@ -1,4 +1,4 @@
-"""The JSON Schema of the training format, shipped as ``moragent/schemas/trajectory.schema.json``."""
+"""The JSON Schema of the training format: ``moragent/schemas/trajectory.schema.json``."""
 
 from __future__ import annotations
 
