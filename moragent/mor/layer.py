@@ -1,0 +1,312 @@
+"""The MoR layer: an ``nn.Linear`` with role-masked, routed LoRA experts.
+
+State of one adapted module, per adapter name and then per role (``nn.ModuleDict`` of
+``nn.ParameterDict``, peft's per-adapter pattern with the role as the inner key):
+
+- ``mor_A[adapter][role]``: routed experts' A, ``(E, r, d_in)`` (expert ``e`` is PEFT's
+  ``lora_A`` of shape ``r x d_in``); ``mor_B[adapter][role]``: their B, ``(E, d_out, r)``.
+- ``mor_router[adapter][role]``: router weight ``(E, d_in)``, only where ``E > 1``.
+- ``mor_shared_A`` / ``mor_shared_B`` ``[adapter][role]``: the shared expert,
+  ``(r, d_in)`` and ``(d_out, r)``; ``mor_gate[adapter][role]``: its gate, ``(1, d_in)``.
+
+The ``lora`` method is the special case ``E = 1`` with no router and no shared expert.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+
+from moragent.mor.config import MoRConfig
+from moragent.mor.hooks import RoleIdsError, RoleState
+
+logger = logging.getLogger(__name__)
+
+ROUTER_INIT_STD = 0.02
+
+
+class _GatherLinear(torch.autograd.Function):
+    """``x[index] @ weight.T`` that saves ``x`` itself, not the gathered copy.
+
+    Every expert sees a different subset of the tokens; saving each gathered copy for the
+    backward pass would cost one copy of the activations per expert. The backward gathers
+    again instead (a cheap copy that lives only during the backward).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, index, weight)
+        return F.linear(x.index_select(0, index), weight)
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, None, torch.Tensor | None]:
+        x, index, weight = ctx.saved_tensors
+        grad_x = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.zeros_like(x)
+            grad_x.index_add_(0, index, (grad @ weight.to(grad.dtype)).to(x.dtype))
+        if ctx.needs_input_grad[2]:
+            grad_weight = (grad.t() @ x.index_select(0, index).to(grad.dtype)).to(weight.dtype)
+        return grad_x, None, grad_weight
+
+
+def gather_linear(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x[index] @ weight.T`` for 2-D ``x``, without keeping the gathered rows for backward."""
+    return _GatherLinear.apply(x, index, weight)
+
+
+def route(logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Softmax router: probabilities, top-k expert indices and renormalised top-k weights."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    top_probs, top_index = probs.topk(top_k, dim=-1)
+    weights = top_probs / top_probs.sum(dim=-1, keepdim=True)
+    return probs, top_index, weights
+
+
+class MoRLayer(BaseTunerLayer):
+    """The adapter state and bookkeeping shared by MoR layers (see the module docstring)."""
+
+    adapter_layer_names = (
+        "mor_A",
+        "mor_B",
+        "mor_router",
+        "mor_shared_A",
+        "mor_shared_B",
+        "mor_gate",
+    )
+    other_param_names = ("mor_dropout", "mor_config")
+
+    def __init__(self, base_layer: nn.Module, role_state: RoleState) -> None:
+        self.base_layer = base_layer
+        self.role_state = role_state
+        for name in self.adapter_layer_names:
+            setattr(self, name, nn.ModuleDict())
+        self.mor_dropout = nn.ModuleDict()
+        self.mor_config: dict[str, MoRConfig] = {}
+        self.router_probs: dict[str, dict[str, torch.Tensor]] = {}
+        self._disable_adapters = False
+        self.merged_adapters: list[str] = []
+
+        base = self.get_base_layer()
+        if not isinstance(base, nn.Linear):
+            raise TypeError(
+                f"MoR adapts torch.nn.Linear modules only, not {type(base).__name__}: "
+                "remove it from target_modules"
+            )
+        self.in_features, self.out_features = base.in_features, base.out_features
+
+    def update_layer(self, adapter_name: str, config: MoRConfig) -> None:
+        """Create the experts, routers and gates of every role for ``adapter_name``."""
+        if self.role_state.roles != list(config.roles):
+            raise ValueError(
+                f"all MoR adapters of a model must share one role list; the model has "
+                f"{self.role_state.roles}, the new adapter {list(config.roles)}"
+            )
+        r, d_in, d_out = config.r, self.in_features, self.out_features
+        groups = {name: nn.ParameterDict() for name in self.adapter_layer_names}
+        for role in config.roles:
+            experts = config.experts_of(role)
+            groups["mor_A"][role] = nn.Parameter(torch.empty(experts, r, d_in))
+            groups["mor_B"][role] = nn.Parameter(torch.empty(experts, d_out, r))
+            if config.has_router(role):
+                groups["mor_router"][role] = nn.Parameter(torch.empty(experts, d_in))
+            if config.has_shared_expert():
+                groups["mor_shared_A"][role] = nn.Parameter(torch.empty(r, d_in))
+                groups["mor_shared_B"][role] = nn.Parameter(torch.empty(d_out, r))
+                groups["mor_gate"][role] = nn.Parameter(torch.empty(1, d_in))
+        for name, group in groups.items():
+            getattr(self, name)[adapter_name] = group
+        dropout = nn.Dropout(config.lora_dropout) if config.lora_dropout > 0 else nn.Identity()
+        self.mor_dropout[adapter_name] = dropout
+        self.mor_config[adapter_name] = config
+
+        self.reset_parameters(adapter_name, config.init_weights)
+        self._move_adapter_to_device_of_base_layer(adapter_name)
+        self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
+
+    @torch.no_grad()
+    def reset_parameters(self, adapter_name: str, init_weights: bool = True) -> None:
+        """A as LoRA (Kaiming uniform), B zero (or random when ``init_weights`` is False)."""
+        for role, a in self.mor_A[adapter_name].items():
+            for expert in range(a.shape[0]):
+                nn.init.kaiming_uniform_(a[expert], a=math.sqrt(5))
+            b = self.mor_B[adapter_name][role]
+            for expert in range(b.shape[0]):
+                self._init_b(b[expert], init_weights)
+        for a in self.mor_shared_A[adapter_name].values():
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+        for b in self.mor_shared_B[adapter_name].values():
+            self._init_b(b, init_weights)
+        for router in self.mor_router[adapter_name].values():
+            nn.init.normal_(router, std=ROUTER_INIT_STD if init_weights else 1.0)
+        for gate in self.mor_gate[adapter_name].values():
+            if init_weights:
+                nn.init.zeros_(gate)
+            else:
+                nn.init.normal_(gate, std=1.0 / math.sqrt(gate.shape[1]))
+
+    @staticmethod
+    def _init_b(b: torch.Tensor, init_weights: bool) -> None:
+        if init_weights:
+            nn.init.zeros_(b)
+        else:
+            nn.init.kaiming_uniform_(b, a=math.sqrt(5))
+
+    def scaling(self, adapter_name: str) -> float:
+        """``lora_alpha / r`` of the adapter."""
+        config = self.mor_config[adapter_name]
+        return config.lora_alpha / config.r
+
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        raise ValueError(
+            "MoR adapters cannot be merged into the base weights: the delta of a token depends "
+            "on its role (and its routed experts). Keep the adapter separate, or export the "
+            "'lora' method's role adapters one by one for llama.cpp."
+        )
+
+    def unmerge(self) -> None:
+        """Nothing to undo: MoR adapters are never merged."""
+
+
+class MoRLinear(nn.Module, MoRLayer):
+    """An ``nn.Linear`` whose output gets the delta of each token's role group."""
+
+    def __init__(
+        self, base_layer: nn.Module, adapter_name: str, config: MoRConfig, role_state: RoleState
+    ) -> None:
+        super().__init__()
+        MoRLayer.__init__(self, base_layer, role_state)
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, config)
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        result = self.base_layer(x, *args, **kwargs)
+        self.router_probs = {}
+        if self.disable_adapters:
+            return result
+        active = [name for name in self.active_adapters if name in self.mor_A]
+        if not active:
+            return result
+
+        batch = self.role_state.batch
+        x2d = x.reshape(-1, x.shape[-1])
+        if batch is None:
+            raise RoleIdsError(
+                "this MoR model needs the role of every token: call model(..., role_ids=ids) with "
+                "a batch x sequence LongTensor of role indices, or wrap the call (or generate) in "
+                "moragent.mor.role_context(model, role=...)"
+            )
+        if batch.num_tokens != x2d.shape[0]:
+            raise RoleIdsError(
+                f"role ids cover {batch.num_tokens} tokens but this layer sees {x2d.shape[0]}: "
+                "pass role ids of the same batch x sequence shape as input_ids"
+            )
+
+        delta = None
+        for adapter_name in active:
+            part = self._adapter_delta(adapter_name, x2d, batch)
+            if part is not None:
+                delta = part if delta is None else delta + part.to(delta.dtype)
+        if delta is None:
+            return result
+        return result + delta.view(*result.shape[:-1], -1).to(result.dtype)
+
+    def _adapter_delta(
+        self, adapter_name: str, x2d: torch.Tensor, batch: Any
+    ) -> torch.Tensor | None:
+        weight = self.mor_A[adapter_name][self.role_state.roles[0]]
+        if not torch.is_autocast_enabled(x2d.device.type) and x2d.dtype != weight.dtype:
+            x2d = x2d.to(weight.dtype)
+        x2d = self.mor_dropout[adapter_name](x2d)
+        if self.role_state.dense_reference:
+            from moragent.mor.reference import dense_delta
+
+            return dense_delta(self, adapter_name, x2d, batch.role_ids)
+
+        probs: dict[str, torch.Tensor] = {}
+        self.router_probs[adapter_name] = probs
+        out: torch.Tensor | None = None
+        for role, positions in zip(
+            self.role_state.roles, batch.positions_on(x2d.device), strict=True
+        ):
+            if positions.numel() == 0:
+                continue
+            for index, hidden, b in self._role_pieces(adapter_name, role, x2d, positions, probs):
+                piece = hidden @ b.to(hidden.dtype).t()
+                if out is None:
+                    out = torch.zeros(
+                        x2d.shape[0], piece.shape[1], dtype=piece.dtype, device=x2d.device
+                    )
+                out.index_add_(0, index, piece.to(out.dtype))
+        return out
+
+    def _role_pieces(
+        self,
+        adapter_name: str,
+        role: str,
+        x2d: torch.Tensor,
+        positions: torch.Tensor,
+        probs: dict[str, torch.Tensor],
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The (token positions, scaled hidden r-vectors, B) pieces of one role's delta."""
+        config = self.mor_config[adapter_name]
+        scaling = self.scaling(adapter_name)
+        experts_a, experts_b = self.mor_A[adapter_name][role], self.mor_B[adapter_name][role]
+        routed = config.has_router(role)
+        shared = config.has_shared_expert()
+
+        # one gathered projection for everything every token of the role uses
+        rows = []
+        if routed:
+            rows.append(self.mor_router[adapter_name][role])
+        if shared:
+            rows += [self.mor_gate[adapter_name][role], self.mor_shared_A[adapter_name][role]]
+        if not routed:
+            rows.append(experts_a[0])
+        fused = gather_linear(x2d, positions, torch.cat(rows) if len(rows) > 1 else rows[0])
+
+        num_experts, r = experts_a.shape[0], config.r
+        start = num_experts if routed else 0
+        hidden, b_rows = [], []
+        if shared:
+            gate = torch.sigmoid(fused[:, start].float()).to(fused.dtype)
+            hidden.append(fused[:, start + 1 : start + 1 + r] * (gate * scaling).unsqueeze(1))
+            b_rows.append(self.mor_shared_B[adapter_name][role])
+        if not routed:
+            hidden.append(fused[:, -r:] * scaling)
+            b_rows.append(experts_b[0])
+        pieces = []
+        if hidden:
+            pieces.append((positions, torch.cat(hidden, dim=1), torch.cat(b_rows, dim=1)))
+        if not routed:
+            return pieces
+
+        role_probs, top_index, weights = route(fused[:, :num_experts], config.top_k_of(role))
+        probs[role] = role_probs
+        k = top_index.shape[1]
+        flat_expert = top_index.reshape(-1)
+        order = torch.argsort(flat_expert, stable=True)
+        counts = torch.bincount(flat_expert, minlength=num_experts).tolist()
+        token_of = positions.repeat_interleave(k)
+        flat_weight = weights.reshape(-1)
+        for expert, chosen in enumerate(torch.split(order, counts)):
+            if chosen.numel() == 0:
+                continue
+            index = token_of.index_select(0, chosen)
+            h = gather_linear(x2d, index, experts_a[expert])
+            w = (flat_weight.index_select(0, chosen) * scaling).to(h.dtype)
+            pieces.append((index, h * w.unsqueeze(1), experts_b[expert]))
+        return pieces
+
+    def __repr__(self) -> str:
+        return "mor." + super().__repr__()
