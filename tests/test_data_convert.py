@@ -367,3 +367,15 @@ def test_real_files_convert_to_valid_trajectories(path: Path, tmp_path: Path) ->
     assert stats.records == 40 and stats.trajectories == len(lines) >= 40
     for text in lines:
         assert schema_errors(json.loads(text)) == []
+
+
+@needs_data
+def test_seal_tools_numeric_strings_kept_or_coerced() -> None:
+    record = _seal_record("dev-easy-14")
+    [kept] = SealToolsConverter(SEAL / "tool.jsonl").convert(record, 15)
+    assert kept.calls[0].arguments["age"] == "63"
+    assert "coerced" not in kept.meta
+    [fixed] = SealToolsConverter(SEAL / "tool.jsonl", coerce_numbers=True).convert(record, 15)
+    assert fixed.calls[0].arguments["age"] == 63
+    assert fixed.calls[0].arguments["program_id"] == "Y4MkKoaGP"
+    assert fixed.meta["coerced"] == ["calling[0].parameters.age"]

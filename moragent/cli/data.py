@@ -95,6 +95,14 @@ def convert(
     seed: Annotated[
         int | None, typer.Option(help="seal-tools: seed of the distractors [0].")
     ] = None,
+    coerce_numbers: Annotated[
+        bool,
+        typer.Option(
+            "--coerce-numbers",
+            help="seal-tools: turn numeric strings into numbers where the tool's schema "
+            "wants a number (listed in meta.coerced).",
+        ),
+    ] = False,
     skip_bad: SkipBadOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -115,6 +123,7 @@ def convert(
                 tools_path=tools,
                 distractors=distractors,
                 seed=seed,
+                coerce_numbers=coerce_numbers or None,
             )
     except (DataError, ValueError, OSError) as error:
         raise _fail(error) from None

@@ -124,17 +124,34 @@ class ToolIndex:
         return chosen
 
 
+_INDEXES: dict[tuple[str, float], ToolIndex] = {}
+
+
+def load_tool_index(path: Path) -> ToolIndex:
+    """The index of ``path``, read once per process (and again if the file changes)."""
+    key = (str(path.resolve()), path.stat().st_mtime)
+    if key not in _INDEXES:
+        _INDEXES.clear()
+        _INDEXES[key] = ToolIndex(path)
+    return _INDEXES[key]
+
+
 class SealToolsConverter:
     """Seal-Tools records (``id``, ``query``, ``calling``) with tools from ``tool.jsonl``."""
 
     name = "seal-tools"
 
     def __init__(
-        self, tools_path: str | Path | None = None, distractors: int = 4, seed: int = 0
+        self,
+        tools_path: str | Path | None = None,
+        distractors: int = 4,
+        seed: int = 0,
+        coerce_numbers: bool = False,
     ) -> None:
         self.tools_path = Path(tools_path) if tools_path else None
         self.distractors = distractors
         self.seed = seed
+        self.coerce_numbers = coerce_numbers
         self._index: ToolIndex | None = None
 
     @staticmethod
@@ -155,7 +172,7 @@ class SealToolsConverter:
                     "--tools PATH",
                     self.tools_path,
                 )
-            self._index = ToolIndex(self.tools_path)
+            self._index = load_tool_index(self.tools_path)
         return self._index
 
     def convert(self, record: Any, line: int) -> list[Trajectory]:
@@ -194,6 +211,9 @@ class SealToolsConverter:
         names = gold + index.distractors(gold, self.distractors, rng)
         rng.shuffle(names)
         meta: dict[str, Any] = {"source": self.name, "source_id": source_id}
+        coerced = _coerce_numbers(calls, index) if self.coerce_numbers else []
+        if coerced:
+            meta["coerced"] = coerced
         if meta_links:
             meta["links"] = meta_links
         tools = [index.tools[name] for name in names]
@@ -245,3 +265,33 @@ class SealToolsConverter:
         for i, wave in enumerate(wave_of):
             waves[wave].append(i)
         return waves, links
+
+
+_INTEGER = re.compile(r"^-?\d+(?:\.0+)?$")
+_NUMBER = re.compile(r"^-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
+
+
+def _coerce_numbers(calls: list[ToolCall], index: ToolIndex) -> list[str]:
+    """Turn numeric strings into numbers where the tool's schema wants a number.
+
+    Seal-Tools writes some numbers as strings (``"age": "63"``); verify rejects those
+    (``bad-arguments``) unless this fix is asked for. Returns the arguments it changed,
+    as ``calling[i].parameters.NAME`` (kept in ``meta.coerced``).
+    """
+    changed = []
+    for i, call in enumerate(calls):
+        properties = index.tools.get(call.name, {}).get("parameters", {}).get("properties", {})
+        for name, value in call.arguments.items():
+            kind = properties.get(name, {}).get("type")
+            if not isinstance(value, str) or kind not in ("integer", "number"):
+                continue
+            text = value.strip()
+            if kind == "integer" and _INTEGER.match(text):
+                call.arguments[name] = int(float(text))
+            elif kind == "number" and _NUMBER.match(text):
+                number = float(text)
+                call.arguments[name] = int(number) if _INTEGER.match(text) else number
+            else:
+                continue
+            changed.append(f"calling[{i}].parameters.{name}")
+    return changed

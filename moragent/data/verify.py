@@ -25,6 +25,7 @@ from moragent.trajectory import (
     ObservationStep,
     ReasonerStep,
     SummarizerStep,
+    ToolCall,
     Trajectory,
 )
 
@@ -175,13 +176,13 @@ def check_calls(trajectory: Trajectory) -> list[str]:
                             "unresolved-reference", f"{where}.arguments.{argument} is {value!r}"
                         )
                     )
-            reasons += _check_arguments(call.arguments, tool.get("parameters") or {}, where)
+            reasons += _check_arguments(call, tool.get("parameters") or {}, where)
     return reasons
 
 
-def _check_arguments(arguments: dict[str, Any], schema: dict[str, Any], where: str) -> list[str]:
+def _check_arguments(call: ToolCall, schema: dict[str, Any], where: str) -> list[str]:
     try:
-        errors = list(tool_parameters_validator(schema).iter_errors(arguments))
+        errors = list(tool_parameters_validator(schema, call.name).iter_errors(call.arguments))
     except Exception as exc:  # a broken tool schema in the source data
         return [_reason("bad-arguments", f"{where}: the tool's schema cannot be used ({exc})")]
     reasons = []
