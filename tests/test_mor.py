@@ -308,17 +308,24 @@ def test_parameter_count_of_the_default_config() -> None:
 
 
 def test_bf16_autocast_training_step_runs_and_tracks_float32() -> None:
-    model = adapted("llama")
+    # top_k == num_experts: no routing flips from bf16 rounding, so results stay comparable
+    model = adapted("llama", num_experts=2, top_k=2)
     model.train()
     ids, role_ids = random_inputs()
+    with torch.no_grad():
+        exact = model(input_ids=ids, role_ids=role_ids).logits
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(input_ids=ids, role_ids=role_ids, labels=ids)
-        with dense_reference(model):
-            dense = model(input_ids=ids, role_ids=role_ids, labels=ids)
+        with torch.no_grad(), dense_reference(model):
+            dense = model(input_ids=ids, role_ids=role_ids).logits
     out.loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and g.dtype == torch.float32 for g in grads)
-    assert abs(out.loss.item() - dense.loss.item()) < 2e-2
+    # the random test adapters are large, so bf16 rounding shows; the efficient forward
+    # must not round worse than the dense reference does
+    fast_error = (out.logits.float() - exact).abs().max().item()
+    dense_error = (dense.float() - exact).abs().max().item()
+    assert fast_error < 0.2 and fast_error <= 1.5 * dense_error
 
 
 def test_gradient_checkpointing_gives_the_same_gradients() -> None:

@@ -224,9 +224,12 @@ class MoRLinear(nn.Module, MoRLayer):
     def _adapter_delta(
         self, adapter_name: str, x2d: torch.Tensor, batch: Any
     ) -> torch.Tensor | None:
-        weight = self.mor_A[adapter_name][self.role_state.roles[0]]
-        if not torch.is_autocast_enabled(x2d.device.type) and x2d.dtype != weight.dtype:
-            x2d = x2d.to(weight.dtype)
+        device_type = x2d.device.type
+        if torch.is_autocast_enabled(device_type):
+            # cast once here rather than in every expert's matmul (and save the cast copy)
+            x2d = x2d.to(torch.get_autocast_dtype(device_type))
+        else:
+            x2d = x2d.to(self.mor_A[adapter_name][self.role_state.roles[0]].dtype)
         x2d = self.mor_dropout[adapter_name](x2d)
         if self.role_state.dense_reference:
             from moragent.mor.reference import dense_delta
