@@ -38,6 +38,9 @@ err_console = Console(stderr=True, soft_wrap=True)
 InputArgument = Annotated[
     Path, typer.Argument(help="Input file (JSON Lines, or one JSON array).", show_default=False)
 ]
+TrajectoriesArgument = Annotated[
+    Path, typer.Argument(help="Trajectories, one JSON object per line.", show_default=False)
+]
 SkipBadOption = Annotated[
     bool,
     typer.Option("--skip-bad", help="Skip (and count) bad lines instead of stopping at the first."),
@@ -136,7 +139,7 @@ def convert(
 
 @app.command()
 def complete(
-    source: InputArgument,
+    source: TrajectoriesArgument,
     output: Annotated[Path, typer.Option("--output", "-o", help="Completed trajectories.")],
     teacher: Annotated[str, typer.Option(help=f"Who fills the gaps: {TEACHER_HELP}.")] = "rules",
     seed: Annotated[int, typer.Option(help="Seed of the rules teacher's wording.")] = 0,
@@ -163,7 +166,7 @@ def complete(
 
 @app.command()
 def verify(
-    source: InputArgument,
+    source: TrajectoriesArgument,
     accepted: Annotated[Path, typer.Option("--accepted", "-a", help="Accepted trajectories.")],
     rejected: Annotated[
         Path, typer.Option("--rejected", "-r", help="Rejected lines with their reasons.")
