@@ -13,7 +13,7 @@ from moragent.backends.base import CacheStats, Constraint, Generation
 from moragent.data.complete import CompleteStats, complete_file, complete_trajectory, repair
 from moragent.data.io import DataError
 from moragent.data.rules import RulesTeacher
-from moragent.data.teacher import BackendTeacher, resolve_teacher
+from moragent.data.teacher import BackendTeacher, TeacherError, resolve_teacher
 from moragent.data.verify import check_data
 from moragent.roles import Role
 from moragent.trajectory import (
@@ -279,3 +279,37 @@ def test_complete_file_reports_bad_line_with_field(tmp_path: Path) -> None:
     stats = complete_file(source, out, RulesTeacher(), skip_bad=True)
     assert (stats.trajectories, len(stats.skipped)) == (1, 1)
     assert len(out.read_text().splitlines()) == 1
+
+
+def test_run_goes_on_after_teacher_failures(tmp_path: Path) -> None:
+    from moragent.data.verify import verify_file
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(simple_trajectory().to_json() for _ in range(3)) + "\n")
+    replies: list[Any] = ["First.", "Then answer.", "Done."]  # line 1: fine
+    replies += [RuntimeError("connection reset"), "x", "y"]  # line 2: backend error
+    replies += ["a" * 5000, "z", "Done."]  # line 3: garbage thought
+    out = tmp_path / "out.jsonl"
+    stats = complete_file(source, out, BackendTeacher(ScriptedBackend(replies)))
+    assert (stats.trajectories, stats.with_teacher_errors) == (3, 2)
+    lines = [json.loads(text) for text in out.read_text().splitlines()]
+    assert lines[1]["meta"]["teacher_errors"] == [
+        "steps[0].thought: teacher failed: RuntimeError: connection reset"
+    ]
+    assert lines[2]["meta"]["teacher_errors"] == [
+        "steps[0].thought: teacher returned garbage: a thought of 5000 characters"
+    ]
+    checked = verify_file(out, tmp_path / "a.jsonl", tmp_path / "r.jsonl")
+    assert (checked.accepted, checked.rejected) == (1, 2)
+    assert checked.reasons["teacher-error"] == 2
+
+
+def test_backend_judge_scores_and_rejects_garbage() -> None:
+    teacher = BackendTeacher(ScriptedBackend(["7", "8.5/10", "great!", "42"]))
+    trajectory = simple_trajectory()
+    assert teacher.judge(trajectory) == 0.7
+    assert teacher.judge(trajectory) == 0.85
+    with pytest.raises(TeacherError, match="judge gave no score from 0 to 10: 'great!'"):
+        teacher.judge(trajectory)
+    with pytest.raises(TeacherError, match="'42'"):
+        teacher.judge(trajectory)
