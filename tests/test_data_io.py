@@ -157,3 +157,20 @@ def test_schema_errors_name_the_field() -> None:
     )
     assert errors == [("steps[0].calls[0].arguments", "[] is not of type 'object'")]
     assert field_path(["steps", 2, "thought"]) == "steps[2].thought"
+
+
+def test_atomic_writer_gives_normal_permissions(tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / "out.jsonl"
+    umask = os.umask(0o022)
+    try:
+        with atomic_writer(path) as out:
+            out.write("x\n")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
+    path.chmod(0o600)
+    with atomic_writer(path) as out:
+        out.write("y\n")
+    assert path.stat().st_mode & 0o777 == 0o600

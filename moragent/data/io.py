@@ -212,6 +212,15 @@ def iter_records(
         yield from iter_jsonl(path, on_progress, on_bad)
 
 
+def _file_mode(path: Path) -> int:
+    """The mode the output should get: an existing file's, else the default under umask."""
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_writer(path: str | Path) -> Iterator[IO[str]]:
     """Open ``path`` for writing through a temporary file renamed into place on success.
@@ -230,6 +239,7 @@ def atomic_writer(path: str | Path) -> Iterator[IO[str]]:
         delete=False,
     )
     try:
+        os.chmod(handle.name, _file_mode(path))
         with handle:
             yield handle
         os.replace(handle.name, path)
