@@ -379,3 +379,13 @@ def test_seal_tools_numeric_strings_kept_or_coerced() -> None:
     assert fixed.calls[0].arguments["age"] == 63
     assert fixed.calls[0].arguments["program_id"] == "Y4MkKoaGP"
     assert fixed.meta["coerced"] == ["calling[0].parameters.age"]
+
+
+def test_openai_content_parts_are_joined() -> None:
+    record = json.loads(json.dumps(OPENAI_RECORD))
+    record["messages"][1]["content"] = [
+        {"type": "text", "text": "Weather "},
+        {"type": "text", "text": "in Paris?"},
+    ]
+    [trajectory] = OpenAIConverter().convert(record, 1)
+    assert trajectory.query == "Weather in Paris?"

@@ -109,6 +109,15 @@ def _call(raw: Any, where: str) -> ToolCall:
     return ToolCall(raw["name"], parse_arguments(raw.get("arguments")))  # type: ignore[arg-type]
 
 
+def _text(content: Any) -> Any:
+    """Message content as text: a list of content parts is joined from its text parts."""
+    if isinstance(content, list):
+        return "".join(
+            str(part.get("text", "")) if isinstance(part, dict) else str(part) for part in content
+        )
+    return content
+
+
 class OpenAIConverter:
     """OpenAI chat records: ``messages`` (with ``tool_calls`` and ``tool`` turns) and ``tools``."""
 
@@ -130,7 +139,7 @@ class OpenAIConverter:
             where = f"messages[{i}]"
             if not isinstance(message, dict):
                 raise DataError("a message must be an object", field=where)
-            role, content = message.get("role"), message.get("content")
+            role, content = message.get("role"), _text(message.get("content"))
             if role == "system":
                 chat.system_text(str(content or ""))
             elif role == "user":
