@@ -26,6 +26,7 @@ from moragent.backends.base import (
     Generation,
     TokenCallback,
 )
+from moragent.backends.sampling import Sampler
 from moragent.grammar import reasoner_gbnf
 from moragent.models import resolve_model
 from moragent.roles import Role, parse_role
@@ -186,9 +187,9 @@ class LlamaCppBackend:
         self._stats.reevaluated += max(0, min(self._high_water, start + len(tokens)) - start)
         self._high_water = max(self._high_water, start + len(tokens))
 
-    def _grammar(self, constraint: Constraint):  # noqa: ANN202
-        """The GBNF grammar of a constraint, built once per distinct constraint."""
-        from llama_cpp import LlamaGrammar
+    def _grammar(self, constraint: Constraint) -> tuple[str, str] | None:
+        """GBNF text and root rule of a constraint, converted once per distinct constraint."""
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
 
         if constraint.json_schema is not None:
             key = json.dumps(constraint.json_schema, sort_keys=True)
@@ -198,33 +199,33 @@ class LlamaCppBackend:
             return None
         grammar = self._grammars.get(key)
         if grammar is None:
-            try:
-                if constraint.json_schema is not None:
-                    grammar = LlamaGrammar.from_json_schema(key, verbose=False)
-                else:
-                    grammar = LlamaGrammar.from_string(key, verbose=False)
-            except Exception as exc:
-                raise BackendError(f"llama.cpp could not build a grammar: {exc}") from exc
+            if constraint.json_schema is not None:
+                # the call's name comes before its arguments, as the templates show it
+                try:
+                    text = json_schema_to_gbnf(key, prop_order=["name", "arguments"])
+                except Exception as exc:
+                    raise BackendError(f"no grammar for this JSON schema: {exc}") from exc
+            else:
+                text = key
+            grammar = (text, "root")
             if len(self._grammars) >= 64:
                 self._grammars.pop(next(iter(self._grammars)))
             self._grammars[key] = grammar
         return grammar
 
-    def _sampler(self, constraint: Constraint | None, temperature: float):  # noqa: ANN202
-        from llama_cpp._internals import LlamaSampler
-
-        sampler = LlamaSampler()
+    def _sampler(self, constraint: Constraint | None, temperature: float) -> Sampler:
         grammar = self._grammar(constraint) if constraint is not None else None
-        if grammar is not None:
-            sampler.add_grammar(self.llm._model, grammar)
-        if temperature > 0:
-            sampler.add_top_k(40)
-            sampler.add_top_p(0.95, 1)
-            sampler.add_temp(temperature)
-            sampler.add_dist(self.seed)
-        else:
-            sampler.add_greedy()
-        return sampler
+        try:
+            return Sampler(
+                self._llama_cpp,
+                self._vocab,
+                self.llm.n_vocab(),
+                grammar,
+                temperature=temperature,
+                seed=self.seed,
+            )
+        except ValueError as exc:
+            raise BackendError(f"llama.cpp could not use the output constraint: {exc}") from exc
 
     def generate(
         self,
@@ -241,32 +242,35 @@ class LlamaCppBackend:
         prompt_tokens = self.tokenize(prompt) if prompt else []
         self._eval(role, prompt_tokens)
         sampler = self._sampler(constraint, temperature)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        text, ends, finish = "", [], "length"
-        start = self.llm.n_tokens
-        for _ in range(max_tokens):
-            sampled = time.perf_counter()
-            token = sampler.sample(self.llm._ctx, -1)
-            self._stats.model_seconds += time.perf_counter() - sampled
-            if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                finish = "stop"
-                break
-            piece = decoder.decode(self._piece(token))
-            cut = _find_stop(text + piece, stop, len(text))
-            if cut is not None:
-                combined = text + piece
-                self._roll_back(role, start, ends, combined, cut)
-                if on_token and cut > len(text):
-                    on_token(combined[len(text) : cut])
-                text, finish = combined[:cut], "stop"
-                break
-            text += piece
-            ends.append(len(text))
-            if on_token and piece:
-                on_token(piece)
-            if self.llm.n_tokens + 1 > self.llm.n_ctx():
-                break
-            self._eval(role, [token])
+        try:
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            text, ends, finish = "", [], "length"
+            start = self.llm.n_tokens
+            for _ in range(max_tokens):
+                sampled = time.perf_counter()
+                token = sampler.sample(self.llm._ctx.ctx)
+                self._stats.model_seconds += time.perf_counter() - sampled
+                if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    finish = "stop"
+                    break
+                piece = decoder.decode(self._piece(token))
+                cut = _find_stop(text + piece, stop, len(text))
+                if cut is not None:
+                    combined = text + piece
+                    self._roll_back(role, start, ends, combined, cut)
+                    if on_token and cut > len(text):
+                        on_token(combined[len(text) : cut])
+                    text, finish = combined[:cut], "stop"
+                    break
+                text += piece
+                ends.append(len(text))
+                if on_token and piece:
+                    on_token(piece)
+                if self.llm.n_tokens + 1 > self.llm.n_ctx():
+                    break
+                self._eval(role, [token])
+        finally:
+            sampler.close()
         self._stats.generated += len(ends)
         return Generation(
             text=text,

@@ -168,6 +168,18 @@ def models() -> None:
     console.print(backends)
 
 
+def _register_parts() -> None:
+    """The sub-commands of the other parts: data pipeline, evaluation."""
+    from moragent.cli.data import app as data_app
+    from moragent.cli.eval import app as eval_app
+
+    app.add_typer(data_app, name="data")
+    app.add_typer(eval_app, name="eval")
+
+
+_register_parts()
+
+
 def _model_name(agent: object) -> str:
     path = getattr(agent.backend, "model_path", None)  # type: ignore[attr-defined]
     return path.name if path is not None else agent.backend.name  # type: ignore[attr-defined]
