@@ -313,3 +313,50 @@ def test_backend_judge_scores_and_rejects_garbage() -> None:
         teacher.judge(trajectory)
     with pytest.raises(TeacherError, match="'42'"):
         teacher.judge(trajectory)
+
+
+@pytest.mark.slow
+def test_llamacpp_teacher_completes_a_trajectory(tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    from moragent.data.teacher import load_backend
+
+    backend = load_backend("llamacpp", None)
+    teacher = BackendTeacher(backend, max_tokens=32, name="llamacpp", chat_wrap=True)
+    trajectory = simple_trajectory()
+    stats = CompleteStats()
+    complete_trajectory(trajectory, teacher, stats)
+    backend.close()
+    errors = trajectory.meta.get("teacher_errors", [])
+    assert stats.filled["thought"] + stats.filled["answer"] + len(errors) == 3
+    for index in (0, 3):
+        step = trajectory.steps[index]
+        filled = step.thought != ""  # type: ignore[union-attr]
+        assert filled == step.synthetic
+        assert filled or any(e.startswith(f"steps[{index}].thought") for e in errors)
+    assert trajectory.meta["teacher"] == "llamacpp"
+
+
+def test_model_teacher_rejects_echoes_and_non_json_observations() -> None:
+    backend = ScriptedBackend(
+        [
+            'Sure! ```json\n{"region": "Po valley", "yield_t": 2}\n```',  # documented fields: JSON
+            "plain text result",  # no documented fields: any text
+            "The assistant's thought that leads to this: one or two short sentences.",
+            "I will look it up.",
+            "Fine.",
+            "All done.",
+        ]
+    )
+    trajectory = linked_trajectory()
+    complete_trajectory(trajectory, BackendTeacher(backend), CompleteStats())
+    assert trajectory.meta["teacher_errors"] == [
+        "steps[0].thought: teacher returned garbage: the thought repeats the instructions",
+    ]
+    steps = trajectory.steps
+    assert steps[2].results[0].content == '{"region": "Po valley", "yield_t": 2}'  # type: ignore[union-attr]
+    assert steps[4].calls[0].arguments["location"] == "Po valley"  # type: ignore[union-attr]
+    assert steps[5].results[0].content == "plain text result"  # type: ignore[union-attr]
+    assert steps[3].thought == "I will look it up."  # type: ignore[union-attr]
+    no_json = BackendTeacher(ScriptedBackend(["no json here"]))
+    with pytest.raises(TeacherError, match="no JSON object in 'no json here'"):
+        no_json.observation(linked_trajectory(), 2, 0)

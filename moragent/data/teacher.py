@@ -93,13 +93,23 @@ _ENDS = ("<|im_end|>", "<|eot_id|>", "</s>", "<end_of_turn>")
 class BackendTeacher:
     """A model teacher on any ``Backend`` (OpenAI-compatible server, llama.cpp, ...)."""
 
-    def __init__(self, backend: Backend, max_tokens: int = 256, name: str | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        max_tokens: int = 256,
+        name: str | None = None,
+        chat_wrap: bool = False,
+    ) -> None:
         self.backend = backend
         self.max_tokens = max_tokens
         self.name = name or getattr(backend, "name", "model")
+        #: wrap each prompt as one ChatML user turn (for a raw-text backend such as llamacpp)
+        self.chat_wrap = chat_wrap
 
     def ask(self, role: Role, prompt: str, max_tokens: int | None = None) -> str:
         """One fresh generation; backend failures become ``TeacherError``."""
+        if self.chat_wrap:
+            prompt = f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
         try:
             self.backend.reset()
             generation = self.backend.generate(
@@ -125,7 +135,7 @@ class BackendTeacher:
         prompt = _THOUGHT_TASK.format(context=render_plain(trajectory, index), next=action)
         text = re.sub(r"^\s*Thought:\s*", "", self.ask(Role.REASONER, prompt))
         text = text.split("\nNext:")[0].strip()
-        return _usable(text, "thought", limit=800)
+        return _not_echo(_usable(text, "thought", limit=800), _THOUGHT_TASK, "thought")
 
     def observation(self, trajectory: Trajectory, index: int, position: int) -> str:
         previous = trajectory.steps[index - 1]
@@ -140,11 +150,13 @@ class BackendTeacher:
             arguments=describe_arguments(call.arguments, limit=400),
             fields=f"Its result has the fields: {json.dumps(fields)}\n" if fields else "",
         )
-        return _usable(self.ask(Role.EXECUTOR, prompt), "observation", limit=4000)
+        text = _usable(self.ask(Role.EXECUTOR, prompt), "observation", limit=4000)
+        return _json_object(text) if fields else text
 
     def answer(self, trajectory: Trajectory, index: int) -> str:
         prompt = _ANSWER_TASK.format(context=render_plain(trajectory, index))
-        return _usable(self.ask(Role.SUMMARIZER, prompt, self.max_tokens * 2), "answer", 8000)
+        text = _usable(self.ask(Role.SUMMARIZER, prompt, self.max_tokens * 2), "answer", 8000)
+        return _not_echo(_not_echo(text, _ANSWER_TASK, "answer"), _THOUGHT_TASK, "answer")
 
     def judge(self, trajectory: Trajectory) -> float:
         """A score in [0, 1] for the whole trajectory."""
@@ -161,6 +173,31 @@ def _usable(text: str, what: str, limit: int) -> str:
     if len(text) > limit:
         raise TeacherError(f"teacher returned garbage: a {what} of {len(text)} characters")
     return text
+
+
+def _shingles(text: str, size: int = 5) -> set[tuple[str, ...]]:
+    words = re.findall(r"[a-z']+", text.lower())
+    return {tuple(words[i : i + size]) for i in range(len(words) - size + 1)}
+
+
+def _not_echo(text: str, task: str, what: str) -> str:
+    """Reject output that repeats the teacher's own instructions (a small model's habit)."""
+    instructions = task.replace("{context}", " ").replace("{next}", " ")
+    if _shingles(text) & _shingles(instructions):
+        raise TeacherError(f"teacher returned garbage: the {what} repeats the instructions")
+    return text
+
+
+def _json_object(text: str) -> str:
+    """The first JSON object in a teacher's output (code fences allowed), compact."""
+    start = text.find("{")
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text, start) if start >= 0 else (None, 0)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise TeacherError(f"teacher returned garbage: no JSON object in {text[:60]!r}")
+    return json.dumps(value, ensure_ascii=False)
 
 
 def load_backend(kind: str, argument: str | None) -> Backend:
@@ -192,5 +229,6 @@ def resolve_teacher(spec: str, seed: int = 0) -> RulesTeacher | BackendTeacher:
     if kind == "rules":
         return RulesTeacher(seed)
     if kind in ("llamacpp", "openai"):
-        return BackendTeacher(load_backend(kind, argument or None), name=spec)
+        backend = load_backend(kind, argument or None)
+        return BackendTeacher(backend, name=spec, chat_wrap=kind == "llamacpp")
     raise ValueError(f"unknown teacher {spec!r}: expected {TEACHER_HELP}")
