@@ -389,3 +389,45 @@ def test_openai_content_parts_are_joined() -> None:
     ]
     [trajectory] = OpenAIConverter().convert(record, 1)
     assert trajectory.query == "Weather in Paris?"
+
+
+def _without_answer_thought(data: dict) -> dict:
+    """A trajectory dict as the OpenAI form can hold it (see moragent.data.export)."""
+    data = json.loads(json.dumps(data))
+    data.pop("meta", None)
+    for i, step in enumerate(data["steps"]):
+        step.pop("synthetic", None)
+        if step["role"] == "reasoner" and step["next"] == "summarizer":
+            data["steps"][i]["thought"] = ""
+        for result in step.get("results", []):
+            result.pop("error", None)
+    return data
+
+
+def test_openai_round_trip_keeps_every_field() -> None:
+    from moragent.data.export import to_openai
+
+    [trajectory] = OpenAIConverter().convert(OPENAI_RECORD, 1)
+    record = to_openai(trajectory)
+    assert record["tools"] == OPENAI_RECORD["tools"]
+    assert [(m["role"], m.get("content")) for m in record["messages"]] == [
+        (m["role"], m.get("content")) for m in OPENAI_RECORD["messages"]
+    ]
+    assert record["messages"][2]["tool_calls"][0]["function"] == {
+        "name": "get_weather",
+        "arguments": '{"city": "Paris"}',
+    }
+    [again] = OpenAIConverter().convert(record, 1)
+    assert again.to_dict() == trajectory.to_dict()
+
+
+@needs_data
+def test_glaive_round_trip_through_openai_form() -> None:
+    from moragent.data.export import to_openai
+
+    for _, record in islice(iter_json_array(GLAIVE), 30):
+        for trajectory in ShareGPTConverter().convert(record, 1):
+            again = OpenAIConverter().convert(to_openai(trajectory), 1)[-1]
+            assert _without_answer_thought(again.to_dict()) == _without_answer_thought(
+                trajectory.to_dict()
+            )
