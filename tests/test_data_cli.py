@@ -102,6 +102,11 @@ def test_empty_file_and_malformed_line(tmp_path: Path) -> None:
     empty.write_text("")
     code, out = _run("convert", str(empty), "-o", str(tmp_path / "o.jsonl"))
     assert code == 1 and "the file is empty" in out
+    code, out = _run("complete", str(empty), "-o", str(tmp_path / "o.jsonl"))
+    assert code == 1 and f"{empty}: the file is empty" in out
+    code, out = _run("verify", str(empty), "-a", str(tmp_path / "a"), "-r", str(tmp_path / "r"))
+    assert code == 1 and "the file is empty" in out
+    assert not (tmp_path / "a").exists()
     broken = tmp_path / "broken.jsonl"
     broken.write_text(OPENAI_LINE + "\n{oops\n")
     code, out = _run("convert", str(broken), "-o", str(tmp_path / "o.jsonl"), "--from", "openai")

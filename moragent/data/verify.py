@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from moragent.data.io import ProgressFn, atomic_writer, iter_lines
+from moragent.data.io import ProgressFn, atomic_writer, first_char, iter_lines
 from moragent.data.schema import schema_errors, tool_parameters_validator
 from moragent.data.seal import REFERENCE
 from moragent.data.teacher import TeacherError
@@ -263,6 +263,7 @@ def verify_file(
 ) -> VerifyStats:
     """Sort every line of ``source`` into ``accepted`` or ``rejected`` (both atomic)."""
     stats = VerifyStats()
+    first_char(source)  # an empty input is an error, not two empty outputs
     with atomic_writer(accepted) as good, atomic_writer(rejected) as bad:
         for line, text in iter_lines(source, on_progress):
             stats.lines += 1
