@@ -431,3 +431,14 @@ def test_glaive_round_trip_through_openai_form() -> None:
             assert _without_answer_thought(again.to_dict()) == _without_answer_thought(
                 trajectory.to_dict()
             )
+
+
+def test_seal_tools_without_tool_file_says_what_to_do(tmp_path: Path) -> None:
+    source = tmp_path / "dev.jsonl"
+    source.write_text(json.dumps({"id": "a", "query": "q", "calling": []}) + "\n")
+    with pytest.raises(ValueError) as caught:
+        convert_file(source, tmp_path / "out.jsonl")
+    assert str(caught.value) == (
+        f"Seal-Tools needs its tool.jsonl (not found: {tmp_path / 'tool.jsonl'}): put it next "
+        "to the input or pass --tools PATH"
+    )

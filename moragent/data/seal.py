@@ -167,10 +167,9 @@ class SealToolsConverter:
     def index(self) -> ToolIndex:
         if self._index is None:
             if self.tools_path is None or not self.tools_path.is_file():
-                raise DataError(
-                    "Seal-Tools needs its tool.jsonl: put it next to the input or pass "
-                    "--tools PATH",
-                    self.tools_path,
+                raise ValueError(
+                    f"Seal-Tools needs its tool.jsonl (not found: {self.tools_path}): put it "
+                    "next to the input or pass --tools PATH"
                 )
             self._index = load_tool_index(self.tools_path)
         return self._index
