@@ -94,7 +94,9 @@ def _trajectory(record: object, path: Path, line: int) -> Trajectory:
 
 
 def _check_calls(trajectory: Trajectory, path: Path, line: int) -> None:
-    reasons = [reason for reason in check_calls(trajectory) if reason.startswith("unknown-function")]
+    reasons = [
+        reason for reason in check_calls(trajectory) if reason.startswith("unknown-function")
+    ]
     if reasons:
         raise DataError(
             f"{reasons[0]}; fix the trajectory or drop it (`moragent data verify` sorts them out)",

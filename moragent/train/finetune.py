@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from moragent.prompts import DEFAULT_PROMPTS
-from moragent.train.base import BaseModel, load_base, resolve_base
+from moragent.train.base import load_base, resolve_base
 from moragent.train.dataset import load_training_data, split
 from moragent.train.metadata import AdapterMetadata, write_metadata
 from moragent.train.tensors import EncodedDataset, EncodeStats, RoleCollator, encode_all
@@ -168,7 +168,9 @@ def finetune(
     model = get_peft_model(model, mor_config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    logger.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
+    logger.info(
+        "trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total
+    )
 
     # 3. the work folder: fresh, or kept for resume
     work = work_dir(out)

@@ -31,7 +31,9 @@ def _mor_config(model: torch.nn.Module) -> Any:
         if isinstance(module, MoRLayer):
             for config in module.mor_config.values():
                 return config
-    raise ValueError("the model has no MoR adapter: wrap it with get_peft_model(model, MoRConfig())")
+    raise ValueError(
+        "the model has no MoR adapter: wrap it with get_peft_model(model, MoRConfig())"
+    )
 
 
 def role_token_losses(
