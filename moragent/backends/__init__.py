@@ -60,7 +60,8 @@ def make_backend(
                 f"the openai backend needs the openai extra ({exc.name} is missing): "
                 'pip install "moragent[openai]"'
             ) from exc
-        return OpenAIBackend(model, **options)
+        options.setdefault("check", True)  # a missing server or model shows up now
+        return OpenAIBackend(str(model) if model is not None else None, **options)
     raise BackendError(f"unknown backend {name!r}: expected one of {', '.join(BACKENDS)}")
 
 

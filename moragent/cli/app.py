@@ -9,9 +9,12 @@ import typer
 
 from moragent.cli.common import (
     AdaptersOption,
+    ApiKeyOption,
     BackendOption,
+    BaseUrlOption,
     MaxStepsOption,
     ModelOption,
+    RoleModelOption,
     SystemOption,
     TemperatureOption,
     TimeoutOption,
@@ -44,12 +47,25 @@ def chat(
     tool_timeout: TimeoutOption = 10.0,
     temperature: TemperatureOption = 0.0,
     system: SystemOption = None,
+    role_model: RoleModelOption = None,
+    base_url: BaseUrlOption = None,
+    api_key: ApiKeyOption = None,
 ) -> None:
     """Talk with an agent that can call your tools."""
     from moragent.cli.render import EventRenderer, tools_table
 
     agent = load_agent(
-        tools, backend, model, adapters, max_steps, tool_timeout, temperature, system
+        tools,
+        backend,
+        model,
+        adapters,
+        max_steps,
+        tool_timeout,
+        temperature,
+        system,
+        role_model,
+        base_url,
+        api_key,
     )
     names = ", ".join(agent.toolbox.names) or "none"
     console.print(f"[bold]moragent[/] on {_model_name(agent)} - tools: {names}")
@@ -104,6 +120,9 @@ def run(
     tool_timeout: TimeoutOption = 10.0,
     temperature: TemperatureOption = 0.0,
     system: SystemOption = None,
+    role_model: RoleModelOption = None,
+    base_url: BaseUrlOption = None,
+    api_key: ApiKeyOption = None,
     as_json: Annotated[
         bool,
         typer.Option(
@@ -115,7 +134,17 @@ def run(
 ) -> None:
     """Run one episode and print the answer (for scripts)."""
     agent = load_agent(
-        tools, backend, model, adapters, max_steps, tool_timeout, temperature, system
+        tools,
+        backend,
+        model,
+        adapters,
+        max_steps,
+        tool_timeout,
+        temperature,
+        system,
+        role_model,
+        base_url,
+        api_key,
     )
     if as_json:
         result = agent.run(query)

@@ -68,6 +68,51 @@ SystemOption = Annotated[
     str | None,
     typer.Option("--system", help="System text for the agent (default: a short built-in one)."),
 ]
+RoleModelOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--role-model",
+        help="ROLE=NAME: the server's model name for one role (openai backend), e.g. "
+        "reasoner=reasoner. Repeat per role; --model NAME serves the roles not named.",
+        show_default=False,
+    ),
+]
+BaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url",
+        help="The OpenAI-compatible server's API root, e.g. http://127.0.0.1:8000/v1 "
+        "(openai backend; default: $OPENAI_BASE_URL, else that address).",
+        show_default=False,
+    ),
+]
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        help="API key for the server (openai backend; default: $OPENAI_API_KEY).",
+        show_default=False,
+    ),
+]
+
+
+def server_options(
+    backend: str, role_model: list[str] | None, base_url: str | None, api_key: str | None
+) -> dict[str, object]:
+    """The openai backend's options from the CLI; ``ValueError`` when they do not fit."""
+    if backend != "openai":
+        if role_model or base_url or api_key:
+            raise ValueError("--role-model, --base-url and --api-key need --backend openai")
+        return {}
+    from moragent.roles import parse_role
+
+    role_models = {}
+    for item in role_model or []:
+        role, sep, name = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--role-model takes ROLE=NAME, got {item!r}")
+        role_models[parse_role(role).value] = name.strip()
+    return {"role_models": role_models, "base_url": base_url, "api_key": api_key}
 
 
 def load_agent(
@@ -79,6 +124,9 @@ def load_agent(
     tool_timeout: float,
     temperature: float,
     system: str | None,
+    role_model: list[str] | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
 ):  # noqa: ANN201 - returns moragent.Agent, imported lazily to keep start-up fast
     """Load tools and model, or print a clear error and exit with status 2."""
     from moragent.agent import Agent
@@ -95,7 +143,8 @@ def load_agent(
             raise typer.Exit(2) from None
     try:
         with console.status("loading the model..."):
-            model_backend = make_backend(backend, model, adapters)
+            options = server_options(backend, role_model, base_url, api_key)
+            model_backend = make_backend(backend, model, adapters, **options)
         return Agent(
             tools=loaded,
             backend=model_backend,
