@@ -20,8 +20,6 @@ from moragent.backends.base import Constraint
 from moragent.roles import NEXT_ROLES, Role
 from moragent.trajectory import ToolCall
 
-#: longest string value the constrained executor may write (keeps a small model from looping)
-MAX_STRING_CHARS = 300
 MAX_ARRAY_ITEMS = 32
 MAX_PARALLEL_CALLS = 8
 
@@ -55,7 +53,11 @@ def executor_schema(tools: list[dict[str, Any]], parallel: bool = True) -> dict[
 
 
 def _bounded(schema: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``schema`` with lengths bounded, and closed objects where nothing is said."""
+    """A copy of ``schema`` with array lengths bounded, and closed objects where nothing is said.
+
+    String lengths are left alone: llama.cpp's converter expands a ``maxLength`` into
+    one nested rule per character, which makes a grammar of tens of kilobytes.
+    """
     schema = copy.deepcopy(schema)
 
     def visit(node: Any) -> None:
@@ -67,8 +69,6 @@ def _bounded(schema: dict[str, Any]) -> dict[str, Any]:
             return
         kind = node.get("type")
         kinds = kind if isinstance(kind, list) else [kind]
-        if "string" in kinds and "enum" not in node and "const" not in node:
-            node.setdefault("maxLength", MAX_STRING_CHARS)
         if "array" in kinds:
             node.setdefault("maxItems", MAX_ARRAY_ITEMS)
         if "object" in kinds and "properties" in node:

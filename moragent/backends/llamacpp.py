@@ -15,6 +15,7 @@ import ctypes
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -200,11 +201,15 @@ class LlamaCppBackend:
         grammar = self._grammars.get(key)
         if grammar is None:
             if constraint.json_schema is not None:
-                # the call's name comes before its arguments, as the templates show it
+                # the call's name before its arguments, as the templates show it, and the
+                # arguments in the order the tool declares them (else they go alphabetical)
                 try:
-                    text = json_schema_to_gbnf(key, prop_order=["name", "arguments"])
+                    order = ["name", "arguments", *_property_names(constraint.json_schema)]
+                    text = json_schema_to_gbnf(key, prop_order=order)
                 except Exception as exc:
                     raise BackendError(f"no grammar for this JSON schema: {exc}") from exc
+                text = _STRING_CHAR.sub(lambda _: _JSON_CHAR, text)
+                text = text.replace("char*", f"char{{0,{MAX_STRING_CHARS}}}")
             else:
                 text = key
             grammar = (text, "root")
@@ -302,6 +307,35 @@ class LlamaCppBackend:
 
     def close(self) -> None:
         self.llm.close()
+
+
+#: longest JSON string the executor may write: a small model that loses its way inside a
+#: string would otherwise write until its token limit and leave the call unparseable
+MAX_STRING_CHARS = 200
+
+#: the converter bundled with llama-cpp-python lets raw control characters (a newline)
+#: into JSON strings, which JSON forbids; this is the rule as JSON defines it
+_STRING_CHAR = re.compile(r"^char ::= .*$", re.MULTILINE)
+_JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
+
+
+def _property_names(schema: object) -> list[str]:
+    """Every property name in ``schema``, in the order the schema declares them."""
+    names: dict[str, None] = {}
+
+    def visit(node: object) -> None:
+        if isinstance(node, dict):
+            properties = node.get("properties")
+            if isinstance(properties, dict):
+                names.update(dict.fromkeys(properties))
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for item in node:
+                visit(item)
+
+    visit(schema)
+    return list(names)
 
 
 def _find_stop(text: str, stop: Sequence[str], searched: int) -> int | None:
