@@ -53,7 +53,7 @@ class LlamaCppBackend:
         adapters: role name -> GGUF LoRA file. Roles without a file run the bare model.
         adapter_scale: user scale of every adapter (llama.cpp multiplies it by alpha/rank).
         n_ctx: context length in tokens (capped at what the model was trained for).
-        n_threads: CPU threads; None uses every core.
+        n_threads: CPU threads; None reads ``MORAGENT_THREADS``, else uses every core.
         seed: sampling seed (sampling is greedy unless a temperature is given).
     """
 
@@ -71,7 +71,7 @@ class LlamaCppBackend:
     ) -> None:
         llama_cpp = _import_llama_cpp()
         self.model_path = resolve_model(model)
-        threads = n_threads or os.cpu_count() or 1
+        threads = n_threads or int(os.environ.get("MORAGENT_THREADS", 0)) or os.cpu_count() or 1
         started = time.perf_counter()
         try:
             self.llm = llama_cpp.Llama(
