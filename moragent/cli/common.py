@@ -142,7 +142,7 @@ def load_agent(
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(2) from None
     try:
-        with console.status("loading the model..."):
+        with err_console.status("loading the model..."):
             options = server_options(backend, role_model, base_url, api_key)
             model_backend = make_backend(backend, model, adapters, **options)
         return Agent(
