@@ -315,11 +315,12 @@ class OpenAIBackend:
                     chunk = next(iterator)
                 except StopIteration:
                     break
-                except (json.JSONDecodeError, self._openai.APIError) as exc:
+                except (json.JSONDecodeError, self._openai.APIStatusError) as exc:
                     message = f"the server's answer is not a completion stream: {exc}"
                     raise BackendError(message) from exc
-                except Exception as exc:  # the connection broke: httpx errors, not openai's
-                    message = f"the server stopped answering mid-generation ({exc!r})"
+                except Exception as exc:  # the connection broke (openai's or httpx's error)
+                    cause = exc.__cause__ or exc
+                    message = f"the server stopped answering mid-generation ({cause!r})"
                     if pieces:
                         raise BackendError(message) from exc
                     raise _Retryable(message) from exc
@@ -341,6 +342,11 @@ class OpenAIBackend:
                 f"the server at {self.base_url} answered the {role.value}'s request with no "
                 "completion (not an event stream of JSON chunks): is it an OpenAI-compatible "
                 "server, and does the base URL end in /v1?"
+            )
+        if finish is None:
+            raise BackendError(
+                f"the server's stream for the {role.value} ended before the completion did "
+                "(no finish_reason): did the server stop? Check its log"
             )
         return "".join(pieces), "length" if finish == "length" else "stop", usage
 
