@@ -513,8 +513,8 @@ def test_real_server_killed_mid_episode(tmp_path):
         reply = backend.generate(
             Role.REASONER,
             "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n[reasoner] ",
-            max_tokens=24,
-            constraint=reasoner_constraint(),
+            max_tokens=48,
+            constraint=reasoner_constraint(max_thought_chars=40),
         )
         assert parse_reasoner(reply.text).next in (Role.EXECUTOR, Role.SUMMARIZER)
         process.kill()  # the server dies between two turns

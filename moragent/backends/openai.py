@@ -173,6 +173,7 @@ class OpenAIBackend:
         if self.dialect == "auto":
             self.dialect = detect_dialect(owners)
             logger.info("server dialect: %s", self.dialect)
+        self._stats.extra["dialect"] = self.dialect
         if self._served:
             for role, name in self.role_models.items():
                 if name not in self._served:

@@ -1,4 +1,5 @@
-"""How each family of OpenAI-compatible servers takes an output constraint and counts tokens.
+"""What differs between OpenAI-compatible servers: constraint fields, tokenize endpoints,
+token usage reports and error bodies.
 
 The OpenAI completions API itself has no output constraint; every engine adds its own
 field. A dialect names one engine family:
