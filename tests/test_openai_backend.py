@@ -210,6 +210,16 @@ def test_constraints_travel_in_the_fields_of_the_chosen_dialect(fake_server):
     assert "summarizer" in reasoner["structured_outputs"]["regex"]
 
 
+def test_role_fields_go_with_that_roles_requests_only(fake_server):
+    server = fake_server(["a", "b"])
+    lora = {"lora": [{"id": 1, "scale": 1.0}]}
+    backend = backend_for(server, role_fields={"executor": lora}, constraints="none")
+    backend.generate(Role.REASONER, "x", max_tokens=2)
+    backend.generate(Role.EXECUTOR, "y", max_tokens=2)
+    assert "lora" not in server.requests[0] and server.requests[1]["lora"] == lora["lora"]
+    assert server.requests[1]["prompt"] == "xay"
+
+
 def test_dialect_fields():
     schema = executor_constraint([add.schema], parallel=False)
     reasoner = reasoner_constraint()

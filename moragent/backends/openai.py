@@ -88,6 +88,8 @@ class OpenAIBackend:
             server's model list) or a dialect of ``server_dialects.DIALECTS``.
         check: contact the server now (models present?) instead of at first use.
         end_marker: the end-of-turn text, sent as a stop string.
+        role_fields: role name -> extra request fields for that role's requests, e.g.
+            llama-server's per-request adapter scales ``{"lora": [{"id": 0, "scale": 1}]}``.
     """
 
     name = "openai"
@@ -105,6 +107,7 @@ class OpenAIBackend:
         constraints: str = "auto",
         check: bool = False,
         end_marker: str = END_MARKER,
+        role_fields: Mapping[str | Role, Mapping[str, Any]] | None = None,
     ) -> None:
         try:
             import openai
@@ -127,6 +130,7 @@ class OpenAIBackend:
         self.backoff = backoff
         self.dialect = constraints
         self.end_marker = end_marker
+        self.role_fields = {parse_role(r): dict(f) for r, f in (role_fields or {}).items()}
         self._openai = openai
         self._client = openai.OpenAI(
             base_url=self.base_url,
@@ -264,7 +268,8 @@ class OpenAIBackend:
         began = time.perf_counter()
         sent = self.transcript + prompt
         new_text = sent[self._sent_chars :]  # what the server has not seen yet
-        body: dict[str, Any] = constraint_fields(self.dialect, constraint)
+        body: dict[str, Any] = {**self.role_fields.get(role, {})}
+        body.update(constraint_fields(self.dialect, constraint))
         if self.dialect == "llamacpp":
             body["repeat_penalty"] = 1.0  # as the in-process backend: no penalty
         stops = list(dict.fromkeys([*stop, self.end_marker]))
