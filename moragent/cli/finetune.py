@@ -159,9 +159,7 @@ def finetune_command(
         err_console.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None
 
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if result.main_process:  # one summary under accelerate launch / torchrun
         show_summary(result)
 
 

@@ -91,6 +91,8 @@ class FinetuneResult:
     total_parameters: int
     converted_from: str | None = None
     resumed_from: str | None = None
+    processes: int = 1
+    main_process: bool = True
     log_history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -133,13 +135,12 @@ def finetune(
         ValueError: a setting is out of range.
     """
     import torch
-    from accelerate import PartialState
     from peft import get_peft_model
-    from transformers import TrainingArguments
+    from transformers import PrinterCallback, TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
     from moragent.mor import MoRConfig
-    from moragent.train.trainer import MoRTrainer
+    from moragent.train.trainer import LogCallback, MoRTrainer
 
     config = _settings(config, settings)
     if method not in ("mor", "lora"):
@@ -175,16 +176,9 @@ def finetune(
     # 3. the work folder: fresh, or kept for resume
     work = work_dir(out)
     checkpoints = work / "checkpoints"
-    state = PartialState()
     last = get_last_checkpoint(str(checkpoints)) if resume and checkpoints.is_dir() else None
     if resume and last is None:
         logger.warning("no checkpoint to resume from in %s: starting from the beginning", work)
-    if state.is_main_process:
-        if last is None and work.exists():
-            logger.info("removing the leftovers of an earlier run in %s", work)
-            shutil.rmtree(work)
-        checkpoints.mkdir(parents=True, exist_ok=True)
-    state.wait_for_everyone()
 
     bf16 = _use_bf16(config.bf16)
     args = TrainingArguments(
@@ -201,7 +195,7 @@ def finetune(
         seed=config.seed,
         data_seed=config.seed,
         bf16=bf16,
-        use_cpu=bf16 and not torch.cuda.is_available(),
+        use_cpu=_cpu_only(),
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=2,
@@ -214,9 +208,17 @@ def finetune(
         include_num_input_tokens_seen="non_padding",
         ddp_find_unused_parameters=True,
         dataloader_num_workers=0,
+        dataloader_pin_memory=False,
         disable_tqdm=True,
         report_to="none",
     )
+    with args.main_process_first(local=False, desc="preparing the work folder"):
+        if args.process_index == 0:
+            if last is None and work.exists():
+                logger.info("removing the leftovers of an earlier run in %s", work)
+                shutil.rmtree(work)
+            checkpoints.mkdir(parents=True, exist_ok=True)
+
     trainer = MoRTrainer(
         model=model,
         args=args,
@@ -226,6 +228,8 @@ def finetune(
         callbacks=callbacks,
         roles=roles,
     )
+    trainer.remove_callback(PrinterCallback)  # the library logs; only the CLI prints
+    trainer.add_callback(LogCallback())
 
     # 4. train, with the validation loss per role before and after
     loss_before = _role_losses(trainer, bool(val_items))
@@ -254,13 +258,15 @@ def finetune(
         total_parameters=total,
         converted_from=training_data.converted_from,
         resumed_from=last,
+        processes=int(args.world_size),
+        main_process=bool(args.should_save),
         log_history=list(trainer.state.log_history),
     )
 
     # 5. the adapters and their metadata, renamed into place in one step
-    if state.is_main_process:
-        final = work / "adapter"
-        trainer.save_model(str(final))
+    final = work / "adapter"
+    trainer.save_model(str(final))  # on every process: FSDP and DeepSpeed gather here
+    if args.should_save:
         metadata = AdapterMetadata(
             method=method,
             roles=roles,
@@ -279,7 +285,7 @@ def finetune(
         write_metadata(final, metadata)
         _replace(final, out)
         shutil.rmtree(work, ignore_errors=True)
-    state.wait_for_everyone()
+    trainer.accelerator.wait_for_everyone()
     logger.info("adapters written to %s", out)
     return result
 
@@ -313,6 +319,13 @@ def _use_bf16(wanted: bool | None) -> bool:
         return False
 
 
+def _cpu_only() -> bool:
+    """No accelerator here: the Trainer then runs on CPU, with gloo DDP under a launcher."""
+    import torch
+
+    return not (torch.cuda.is_available() or torch.backends.mps.is_available())
+
+
 def _role_losses(trainer: Any, has_val: bool) -> dict[str, float]:
     if not has_val:
         return {}
@@ -332,6 +345,7 @@ def _summary(result: FinetuneResult) -> dict[str, Any]:
         "val_loss_before": result.loss_before,
         "val_loss_after": result.loss_after,
         "val_sequences": result.val_sequences,
+        "processes": result.processes,
         "cut_sequences": result.encode.cut,
         "dropped_sequences": result.encode.dropped,
     }

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 from moragent.mor import mor_losses
 from moragent.mor.layer import MoRLayer
@@ -154,3 +154,11 @@ class MoRTrainer(Trainer):
             metrics[f"{prefix}_loss_{role}"] = value
             metrics[f"{prefix}_tokens_{role}"] = int(counts[index])
         return metrics
+
+
+class LogCallback(TrainerCallback):
+    """Sends the Trainer's logs to this module's logger (the library never prints)."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        if logs and state.is_world_process_zero:
+            logger.info("step %d: %s", state.global_step, logs)
