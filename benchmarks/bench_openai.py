@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -120,6 +121,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=2)
     args = parser.parse_args()
     tools = load_tools(Path(__file__).resolve().parents[1] / "examples" / "tools.py")
+    # a SIGTERM (timeout, kill) still runs the finally below that stops the server
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     with tempfile.TemporaryDirectory() as folder:
         process, url = start_server(Path(folder), args.threads)
