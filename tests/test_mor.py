@@ -92,10 +92,14 @@ def test_zero_b_gives_the_base_logits_exactly(kind: str, method: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["llama", "gemma3"])
-@pytest.mark.parametrize("method", ["mor", "lora"])
+@pytest.mark.parametrize(
+    ("method", "dispatch"), [("mor", "masked"), ("mor", "grouped"), ("lora", "masked")]
+)
 @pytest.mark.parametrize("seed", [1, 2])
-def test_efficient_forward_equals_dense_reference(kind: str, method: str, seed: int) -> None:
-    model = adapted(kind, method=method)
+def test_efficient_forward_equals_dense_reference(
+    kind: str, method: str, dispatch: str, seed: int
+) -> None:
+    model = adapted(kind, method=method, dispatch=dispatch)
     ids, role_ids = random_inputs(batch=3, length=10, seed=seed)
     with torch.no_grad():
         base = model.get_base_model()
@@ -127,8 +131,9 @@ def test_single_role_batch_matches_dense_and_skips_routing_of_others() -> None:
 
 
 @pytest.mark.parametrize("method", ["mor", "lora"])
-def test_gradients_reach_only_roles_in_the_batch(method: str) -> None:
-    model = adapted("llama", method=method)
+@pytest.mark.parametrize("dispatch", ["masked", "grouped"])
+def test_gradients_reach_only_roles_in_the_batch(method: str, dispatch: str) -> None:
+    model = adapted("llama", method=method, dispatch=dispatch)
     model.train()
     ids, role_ids = random_inputs()
     role_ids = torch.where(role_ids == 1, torch.zeros_like(role_ids), role_ids)  # no executor
@@ -202,7 +207,7 @@ def test_incremental_decoding_with_a_kv_cache_equals_the_full_forward(kind: str)
             )
             cache = step.past_key_values
             pieces.append(step.logits)
-    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-4, rtol=0)
 
 
 def test_generate_inside_role_context_follows_the_roles() -> None:

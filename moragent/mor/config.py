@@ -58,6 +58,12 @@ class MoRConfig(PeftConfig):
             (roles missing from it get ``FALLBACK_NUM_EXPERTS``). Ignored for ``lora``.
         top_k: experts each token is routed to, per role, as ``num_experts``.
         shared_expert: whether each role has the always-on, gated shared expert.
+        dispatch: how a role's tokens reach its routed experts. Both touch only the
+            token's own role group. ``"masked"`` (default) runs all experts of the role on
+            the role's tokens, with zero weight outside each token's top-k: two matrix
+            products per role, fastest on CPU where small ops dominate. ``"grouped"``
+            runs only the top-k experts of each token, one gather and product per expert
+            (fewer FLOPs, more ops; for many experts or large ranks).
         target_modules: names (suffixes) of the ``nn.Linear`` modules to adapt, or a regex.
         exclude_modules: names or a regex of modules not to adapt.
         init_weights: ``True`` starts every B at zero, so the adapted model equals the
@@ -77,6 +83,7 @@ class MoRConfig(PeftConfig):
     num_experts: int | dict[str, int] = field(default_factory=_default_num_experts)
     top_k: int | dict[str, int] = field(default_factory=_default_top_k)
     shared_expert: bool = field(default=True)
+    dispatch: Literal["masked", "grouped"] = field(default="masked")
     target_modules: list[str] | str | None = field(
         default_factory=lambda: list(DEFAULT_TARGET_MODULES)
     )
@@ -106,6 +113,8 @@ class MoRConfig(PeftConfig):
     def _validate(self) -> None:
         if self.method not in ("mor", "lora"):
             raise ValueError(f"unknown MoR method {self.method!r}: use 'mor' or 'lora'")
+        if self.dispatch not in ("masked", "grouped"):
+            raise ValueError(f"unknown dispatch {self.dispatch!r}: use 'masked' or 'grouped'")
         if not self.roles or len(set(self.roles)) != len(self.roles):
             raise ValueError(f"roles must be distinct names, at least one; got {self.roles}")
         bad = [role for role in self.roles if not role or "." in role]

@@ -32,11 +32,13 @@ ROUTER_INIT_STD = 0.02
 
 
 class _GatherLinear(torch.autograd.Function):
-    """``x[index] @ weight.T`` that saves ``x`` itself, not the gathered copy.
+    """``x[index] @ weight.T`` in the weight's dtype, saving ``x`` rather than the gathered rows.
 
     Every expert sees a different subset of the tokens; saving each gathered copy for the
     backward pass would cost one copy of the activations per expert. The backward gathers
-    again instead (a cheap copy that lives only during the backward).
+    again instead (a copy that lives only during the backward). The product runs in the
+    weight's dtype with autocast off: bf16 matrix products on CPU build a kernel for each
+    new shape, and the number of tokens per expert changes with every batch.
     """
 
     @staticmethod
@@ -44,7 +46,8 @@ class _GatherLinear(torch.autograd.Function):
         ctx: Any, x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor
     ) -> torch.Tensor:
         ctx.save_for_backward(x, index, weight)
-        return F.linear(x.index_select(0, index), weight)
+        with torch.autocast(x.device.type, enabled=False):
+            return F.linear(x.index_select(0, index).to(weight.dtype), weight)
 
     @staticmethod
     def backward(
@@ -52,11 +55,13 @@ class _GatherLinear(torch.autograd.Function):
     ) -> tuple[torch.Tensor | None, None, torch.Tensor | None]:
         x, index, weight = ctx.saved_tensors
         grad_x = grad_weight = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.zeros_like(x)
-            grad_x.index_add_(0, index, (grad @ weight.to(grad.dtype)).to(x.dtype))
-        if ctx.needs_input_grad[2]:
-            grad_weight = (grad.t() @ x.index_select(0, index).to(grad.dtype)).to(weight.dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            grad = grad.to(weight.dtype)
+            if ctx.needs_input_grad[0]:
+                grad_x = torch.zeros_like(x)
+                grad_x.index_add_(0, index, (grad @ weight).to(x.dtype))
+            if ctx.needs_input_grad[2]:
+                grad_weight = grad.t() @ x.index_select(0, index).to(weight.dtype)
         return grad_x, None, grad_weight
 
 
@@ -226,32 +231,77 @@ class MoRLinear(nn.Module, MoRLayer):
     ) -> torch.Tensor | None:
         device_type = x2d.device.type
         if torch.is_autocast_enabled(device_type):
-            # cast once here rather than in every expert's matmul (and save the cast copy)
+            # keep (and save for backward) the input in the autocast dtype, as LoRA does
             x2d = x2d.to(torch.get_autocast_dtype(device_type))
-        else:
-            x2d = x2d.to(self.mor_A[adapter_name][self.role_state.roles[0]].dtype)
         x2d = self.mor_dropout[adapter_name](x2d)
         if self.role_state.dense_reference:
             from moragent.mor.reference import dense_delta
 
             return dense_delta(self, adapter_name, x2d, batch.role_ids)
 
+        # the experts run in their own dtype (float32 by default), autocast off: see _GatherLinear
         probs: dict[str, torch.Tensor] = {}
         self.router_probs[adapter_name] = probs
         out: torch.Tensor | None = None
-        for role, positions in zip(
-            self.role_state.roles, batch.positions_on(x2d.device), strict=True
-        ):
-            if positions.numel() == 0:
-                continue
-            for index, hidden, b in self._role_pieces(adapter_name, role, x2d, positions, probs):
-                piece = hidden @ b.to(hidden.dtype).t()
-                if out is None:
-                    out = torch.zeros(
-                        x2d.shape[0], piece.shape[1], dtype=piece.dtype, device=x2d.device
-                    )
-                out.index_add_(0, index, piece.to(out.dtype))
+        with torch.autocast(device_type, enabled=False):
+            for role, positions in zip(
+                self.role_state.roles, batch.positions_on(x2d.device), strict=True
+            ):
+                if positions.numel() == 0:
+                    continue
+                if self.mor_config[adapter_name].dispatch == "grouped":
+                    pieces = self._role_pieces(adapter_name, role, x2d, positions, probs)
+                else:
+                    pieces = self._role_pieces_masked(adapter_name, role, x2d, positions, probs)
+                for index, hidden, b in pieces:
+                    piece = hidden @ b.t()
+                    if out is None:
+                        out = torch.zeros(
+                            x2d.shape[0], piece.shape[1], dtype=piece.dtype, device=x2d.device
+                        )
+                    out.index_add_(0, index, piece)
         return out
+
+    def _role_pieces_masked(
+        self,
+        adapter_name: str,
+        role: str,
+        x2d: torch.Tensor,
+        positions: torch.Tensor,
+        probs: dict[str, torch.Tensor],
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """One role's delta as one piece: all of the role's experts on its tokens, weights
+        zero outside each token's top-k (two matrix products per role in all)."""
+        config = self.mor_config[adapter_name]
+        scaling = self.scaling(adapter_name)
+        experts_a, experts_b = self.mor_A[adapter_name][role], self.mor_B[adapter_name][role]
+        num_experts, r = experts_a.shape[0], config.r
+        routed, shared = config.has_router(role), config.has_shared_expert()
+
+        rows = [self.mor_router[adapter_name][role]] if routed else []
+        if shared:
+            rows += [self.mor_gate[adapter_name][role], self.mor_shared_A[adapter_name][role]]
+        rows.append(experts_a.reshape(num_experts * r, -1))
+        fused = gather_linear(x2d, positions, torch.cat(rows) if len(rows) > 1 else rows[0])
+
+        start = num_experts if routed else 0
+        hidden, b_columns = [], []
+        if shared:
+            gate = torch.sigmoid(fused[:, start])
+            hidden.append(fused[:, start + 1 : start + 1 + r] * (gate * scaling).unsqueeze(1))
+            b_columns.append(self.mor_shared_B[adapter_name][role])
+            start += 1 + r
+        expert_hidden = fused[:, start:].reshape(-1, num_experts, r)
+        if routed:
+            role_probs, top_index, weights = route(fused[:, :num_experts], config.top_k_of(role))
+            probs[role] = role_probs
+            dense = torch.zeros_like(role_probs).scatter(1, top_index, weights * scaling)
+            expert_hidden = expert_hidden * dense.unsqueeze(2)
+        else:
+            expert_hidden = expert_hidden * scaling
+        hidden.append(expert_hidden.reshape(-1, num_experts * r))
+        b_columns.append(experts_b.permute(1, 0, 2).reshape(experts_b.shape[1], num_experts * r))
+        return [(positions, torch.cat(hidden, dim=1), torch.cat(b_columns, dim=1))]
 
     def _role_pieces(
         self,
@@ -282,7 +332,7 @@ class MoRLinear(nn.Module, MoRLayer):
         start = num_experts if routed else 0
         hidden, b_rows = [], []
         if shared:
-            gate = torch.sigmoid(fused[:, start].float()).to(fused.dtype)
+            gate = torch.sigmoid(fused[:, start])
             hidden.append(fused[:, start + 1 : start + 1 + r] * (gate * scaling).unsqueeze(1))
             b_rows.append(self.mor_shared_B[adapter_name][role])
         if not routed:
@@ -307,7 +357,7 @@ class MoRLinear(nn.Module, MoRLayer):
                 continue
             index = token_of.index_select(0, chosen)
             h = gather_linear(x2d, index, experts_a[expert])
-            w = (flat_weight.index_select(0, chosen) * scaling).to(h.dtype)
+            w = flat_weight.index_select(0, chosen) * scaling
             pieces.append((index, h * w.unsqueeze(1), experts_b[expert]))
         return pieces
 

@@ -40,6 +40,8 @@ def dense_delta(
     probs: dict[str, torch.Tensor] = {}
     layer.router_probs[adapter_name] = probs
     role_ids = role_ids.to(x2d.device)
+    if not torch.is_autocast_enabled(x2d.device.type):
+        x2d = x2d.to(layer.mor_A[adapter_name][config.roles[0]].dtype)
     out = torch.zeros(x2d.shape[0], layer.out_features, dtype=x2d.dtype, device=x2d.device)
 
     for index, role in enumerate(config.roles):
