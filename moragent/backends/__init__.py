@@ -42,7 +42,7 @@ def make_backend(
     if name == "llamacpp":
         from moragent.backends.llamacpp import LlamaCppBackend
 
-        return LlamaCppBackend(model, adapters=_adapter_files(adapters), **options)
+        return LlamaCppBackend(model, adapters=_adapter_files(adapters, model), **options)
     if name == "torch":
         try:
             from moragent.backends.torch import TorchBackend
@@ -66,21 +66,23 @@ def make_backend(
 
 
 def _adapter_files(
-    adapters: str | Path | dict[str, str | Path] | None,
+    adapters: str | Path | dict[str, str | Path] | None, model: str | Path | None = None
 ) -> dict[str, str | Path] | None:
-    """A role -> GGUF file mapping, from a mapping or from a folder of exported adapters."""
+    """A role -> GGUF file mapping, from a mapping or from a folder made by ``moragent export``.
+
+    A folder is checked against the base model first (``moragent.export.check_export``):
+    missing role files, corrupted files, another base model or template version are errors.
+    """
     if adapters is None or isinstance(adapters, dict):
         return adapters
     folder = Path(adapters)
     if not folder.is_dir():
         raise BackendError(f"adapter folder not found: {folder}")
-    from moragent.roles import ROLE_NAMES
+    from moragent.export.manifest import ExportCheckError, check_export
+    from moragent.models import resolve_model
+    from moragent.prompts import TEMPLATE_VERSION
 
-    files = {role: folder / f"{role}.gguf" for role in ROLE_NAMES}
-    missing = [str(path) for path in files.values() if not path.is_file()]
-    if missing:
-        raise BackendError(
-            f"role adapter file missing: {', '.join(missing)} (a folder made by "
-            "`moragent export` holds one GGUF LoRA per role)"
-        )
-    return dict(files)
+    try:
+        return dict(check_export(folder, resolve_model(model), TEMPLATE_VERSION))
+    except ExportCheckError as exc:
+        raise BackendError(str(exc)) from None
