@@ -21,6 +21,12 @@ from moragent.roles import NEXT_ROLES, Role
 from moragent.trajectory import ToolCall
 
 MAX_ARRAY_ITEMS = 32
+
+#: keys that say what a schema node accepts; a node with none of them accepts anything
+_SCHEMA_KEYS = {
+    "type", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "properties", "items", "not",
+}  # fmt: skip
+_JSON_TYPES = ("string", "number", "boolean", "null", "object", "array")
 MAX_PARALLEL_CALLS = 8
 
 
@@ -66,6 +72,9 @@ def _bounded(schema: dict[str, Any]) -> dict[str, Any]:
                 visit(item)
             return
         if not isinstance(node, dict):
+            return
+        if not _SCHEMA_KEYS & node.keys():  # any JSON value: say so in a form converters know
+            node["anyOf"] = [{"type": kind} for kind in _JSON_TYPES]
             return
         kind = node.get("type")
         kinds = kind if isinstance(kind, list) else [kind]

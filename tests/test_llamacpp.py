@@ -155,3 +155,20 @@ def test_a_file_that_is_not_a_lora_is_refused(tmp_path):
     fake.write_bytes(b"GGUF not really")
     with pytest.raises(BackendError, match="reasoner"):
         LlamaCppBackend(adapters={"reasoner": fake})
+
+
+def test_every_bfcl_tool_set_gets_a_grammar_llama_cpp_accepts(backend):
+    """The executor constraint compiles for all non-live BFCL questions (no model run)."""
+    pytest.importorskip("bfcl_eval")
+    from moragent.backends.sampling import Sampler
+    from moragent.eval.bfcl import DEFAULT_CATEGORIES, load_category
+
+    count = 0
+    for category in DEFAULT_CATEGORIES:
+        for question in load_category(category):
+            grammar = backend._grammar(executor_constraint(question.tools))
+            sampler = Sampler(backend._llama_cpp, backend._vocab, backend.llm.n_vocab(), grammar)
+            assert sampler.grammar is not None
+            sampler.close()
+            count += 1
+    assert count == 1240
