@@ -167,3 +167,23 @@ def test_check_adapters_refuses_another_template(tmp_path) -> None:
 def test_check_adapters_needs_metadata(tmp_path) -> None:
     with pytest.raises(AdapterMismatchError, match="no moragent.json"):
         check_adapters(tmp_path, None, "1")
+
+
+def test_replace_keeps_the_old_adapters_until_the_new_are_in_place(tmp_path) -> None:
+    from moragent.train.finetune import _recover, _replace
+
+    out = tmp_path / "adapters"
+    out.mkdir()
+    (out / "adapter_model.safetensors").write_text("old")
+    staged = tmp_path / ".adapters.training" / "adapter"
+    staged.mkdir(parents=True)
+    (staged / "adapter_model.safetensors").write_text("new")
+    _replace(staged, out)
+    assert (out / "adapter_model.safetensors").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".adapters.training", "adapters"]
+
+    # a crash between the two renames leaves the old adapters set aside: they come back
+    out.rename(tmp_path / ".adapters.old")
+    _recover(out)
+    assert (out / "adapter_model.safetensors").read_text() == "new"
+    assert not (tmp_path / ".adapters.old").exists()

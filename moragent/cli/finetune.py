@@ -134,6 +134,11 @@ def finetune_command(
     from moragent.train.finetune import finetune
 
     callbacks = [] if quiet else [progress_callback(console)]
+    if not quiet:
+        console.print(
+            "[dim]reading the data, loading the base model, measuring the validation loss "
+            "before training...[/]"
+        )
     try:
         result = finetune(
             data,

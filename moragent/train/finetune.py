@@ -214,6 +214,7 @@ def finetune(
     )
     with args.main_process_first(local=False, desc="preparing the work folder"):
         if args.process_index == 0:
+            _recover(out)
             if last is None and work.exists():
                 logger.info("removing the leftovers of an earlier run in %s", work)
                 shutil.rmtree(work)
@@ -353,6 +354,14 @@ def _summary(result: FinetuneResult) -> dict[str, Any]:
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
+
+
+def _recover(out: Path) -> None:
+    """Put back adapters a crash left set aside in the instant of ``_replace``."""
+    old = out.parent / f".{out.name}.old"
+    if old.is_dir() and not out.exists():
+        logger.warning("restoring the adapters that an interrupted run set aside in %s", old)
+        old.rename(out)
 
 
 def _replace(staged: Path, out: Path) -> None:
