@@ -86,21 +86,37 @@ def prepare_model_dir(random_init: bool, directory: Path) -> str:
             str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
         )
         source = f"{gguf.name} (GGUF load {time.perf_counter() - started:.0f} s)"
-    model.save_pretrained(directory)
+    # a GGUF-loaded model refuses save_pretrained: keep its config and weights ourselves
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)
+    (directory / "config.json").write_text(json.dumps(config))
+    torch.save(model.state_dict(), directory / "weights.pt")
     return source
+
+
+def load_model_dir(directory: Path):  # noqa: ANN201 - a transformers model
+    """The model ``prepare_model_dir`` saved, in float32."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    settings = json.loads((directory / "config.json").read_text())
+    config = AutoConfig.for_model(settings.pop("model_type"), **settings)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(torch.load(directory / "weights.pt"), strict=False)
+    model.tie_weights()
+    return model
 
 
 def run_variant(variant: str, model_dir: str, steps: int, threads: int) -> dict[str, float]:
     """One variant in this process: wrap, warm up one step, time ``steps`` steps."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
 
     from moragent.mor import MoRConfig, auxiliary_loss, dense_reference
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    base = load_model_dir(Path(model_dir))
     mor_config = MoRConfig()
     if variant == "lora":
         config = LoraConfig(
