@@ -34,6 +34,7 @@ def _import_llguidance() -> Any:
     try:
         import llguidance
         import llguidance.hf
+        import llguidance.numpy
         import llguidance.torch
     except ImportError as exc:
         raise BackendError(
@@ -54,7 +55,12 @@ class Guide:
         """Set the logits of tokens the constraint forbids to -inf (``logits``: 1 x vocab)."""
         self._llg.torch.fill_next_token_bitmask(self._matcher, self._mask, 0)
         self._check()
-        self._llg.torch.apply_token_bitmask_inplace(logits, self._mask.to(logits.device))
+        if logits.device.type == "cpu":
+            # llguidance's torch kernel is torch.compile'd: seconds of compiling on the
+            # first call of a process on a CPU, where its numpy kernel needs none
+            self._llg.numpy.apply_token_bitmask_inplace(logits.numpy(), self._mask.numpy())
+        else:
+            self._llg.torch.apply_token_bitmask_inplace(logits, self._mask.to(logits.device))
 
     def advance(self, token: int) -> None:
         """Move the constraint past ``token``."""

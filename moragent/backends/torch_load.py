@@ -55,8 +55,10 @@ def pick_device(device: str | torch.device | None) -> torch.device:
 def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     """The given dtype, else bfloat16 on a GPU that has it, float16 on mps, float32 on cpu.
 
-    On the CPU float32 decodes faster than bfloat16 (one token at a time is bound by
-    kernel overheads, which bfloat16 raises) and keeps the dequantized weights exact.
+    On the CPU, float32: decoding SmolLM2-135M one token at a time measured 5.6-6.1
+    tokens/s in float32 against 6.5-6.8 in bfloat16 on one thread, but 1.1-1.3 against
+    0.3-0.4 on two busy threads; float32 never loses much, and it keeps the dequantized
+    weights exact.
     """
     if isinstance(dtype, torch.dtype):
         return dtype
