@@ -192,8 +192,13 @@ def main() -> None:
         for variant in VARIANTS:
             command = [sys.executable, __file__, "--variant", variant, "--model-dir", directory]
             command += ["--steps", str(args.steps), "--threads", str(args.threads)]
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            results[variant] = json.loads(output.strip().splitlines()[-1])
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"{variant}: failed with exit code {done.returncode}", flush=True)
+                print(done.stderr[-2000:], file=sys.stderr)
+                continue
+            results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"{variant}: {results[variant]}", flush=True)
 
     print(f"model: {source}; batch {BATCH} x {LENGTH}; bf16 autocast; {args.threads} threads")
     print(f"{args.steps} timed steps after 1 warm-up; memory = peak RSS during steps - RSS before")
@@ -204,6 +209,8 @@ def main() -> None:
             f"{variant:<8} {row['trainable']:>11,} {row['seconds']:>8.2f} "
             f"{row['memory'] / 2**20:>9.0f} {row['loss']:>7.3f}"
         )
+    if len(results) < len(VARIANTS):
+        return
     mor, lora, dense = results["mor"], results["lora"], results["dense"]
     print(
         f"mor/lora time {mor['seconds'] / lora['seconds']:.2f}x (goal <= 1.5), "

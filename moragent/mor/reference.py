@@ -60,11 +60,13 @@ def dense_delta(
 
         delta = torch.zeros_like(out)
         for expert in range(num_experts):
-            expert_out = (x2d @ experts_a[expert].t()) @ experts_b[expert].t()
-            delta = delta + expert_out * dense_weights[:, expert : expert + 1].to(out.dtype)
+            # weighting the r-vector rather than the output keeps the reference's memory in
+            # bounds (the reference weights the full output, saving one per expert)
+            hidden = (x2d @ experts_a[expert].t()) * dense_weights[:, expert : expert + 1]
+            delta = delta + hidden.to(x2d.dtype) @ experts_b[expert].t()
         if config.has_shared_expert():
             gate = torch.sigmoid(x2d @ layer.mor_gate[adapter_name][role].t())
-            shared = x2d @ layer.mor_shared_A[adapter_name][role].t()
-            delta = delta + (shared @ layer.mor_shared_B[adapter_name][role].t()) * gate
+            shared = (x2d @ layer.mor_shared_A[adapter_name][role].t()) * gate
+            delta = delta + shared @ layer.mor_shared_B[adapter_name][role].t()
         out = out + delta * scaling * mask.unsqueeze(1).to(out.dtype)
     return out
