@@ -187,21 +187,29 @@ def test_reasoner_constraint_names_a_legal_next_role(backend):
 def test_stop_string_is_cut_from_text_and_cache(backend):
     prompt = P.frame([], "Count.") + P.header(Role.SUMMARIZER)
     backend.reset()
-    free = backend.generate(Role.SUMMARIZER, prompt, max_tokens=12).text
-    stop = free[len(free) // 2 : len(free) // 2 + 3]
-    assert len(stop) == 3 and stop in free
+    free = backend.generate(Role.SUMMARIZER, prompt, max_tokens=12)
+    tokens = backend.token_ids[-free.completion_tokens :]
+    ends = [len(backend.tokenizer.decode(tokens[: i + 1])) for i in range(len(tokens))]
+    # a stop string from the middle of one token into the next: the cache must drop the
+    # evaluated token it starts in and re-feed the text before it
+    pairs = zip([0, *ends[:-1]], ends[:-1], ends[1:], strict=True)
+    boundary = next(b for a, b, c in pairs if b - a >= 2 and c - b >= 2)
+    stop = free.text[boundary - 1 : boundary + 2]
+    assert free.text.index(stop) == boundary - 1
 
     backend.reset()
     generation = backend.generate(Role.SUMMARIZER, prompt, max_tokens=12, stop=[stop])
-    assert generation.text == free[: free.index(stop)]
+    assert generation.text == free.text[: boundary - 1]
     assert generation.finish_reason == "stop"
     decode = backend.tokenizer.decode
     prompt_text = decode(backend.tokenizer.encode(prompt), skip_special_tokens=True)
     assert decode(backend.token_ids, skip_special_tokens=True) == prompt_text + generation.text
+    # the text re-fed after the crop sits where dropped tokens were: counted as re-evaluated
+    assert backend.stats.reevaluated >= 1
     # the cropped cache continues exactly as a fresh forward over what it holds
     backend.feed(Role.SUMMARIZER, P.end)
-    roles = backend._roles
-    assert torch.allclose(full_forward(backend, roles)[-1], backend.last_logits[0], atol=1e-5)
+    full = full_forward(backend, backend._roles)
+    assert torch.allclose(full[-1], backend.last_logits[0], atol=1e-5, rtol=0)
 
 
 def test_agent_episode_on_random_mor_adapters_reevaluates_nothing(

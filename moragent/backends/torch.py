@@ -98,6 +98,8 @@ class TorchBackend:
         self.n_ctx = int(getattr(config.get_text_config(), "max_position_embeddings", 8192))
         self.end_tokens = self._end_tokens()
         self._end_token = self._token_id(END_MARKER)
+        # a vocabulary without an <|im_end|> token writes it as text: stop there
+        self._end_stop: tuple[str, ...] = () if self._end_token is not None else (END_MARKER,)
         if self._end_token is None:
             self._end_token = min(self.end_tokens)
         self._cache_arg = _cache_argument(self.model)
@@ -220,8 +222,9 @@ class TorchBackend:
         if length >= len(self._ids):
             return
         try:
-            self._cache.crop(length)
-        except (AttributeError, NotImplementedError, ValueError) as exc:
+            # a negative count removes that many tokens, in every transformers version
+            self._cache.crop(length - len(self._ids))
+        except (AttributeError, NotImplementedError, RuntimeError, ValueError) as exc:
             raise BackendError(
                 f"this model's cache ({type(self._cache).__name__}) cannot drop tokens, so a "
                 f"stop string inside generated text cannot be removed ({exc}); generate "
@@ -250,6 +253,7 @@ class TorchBackend:
         if self.last_logits is None:
             raise BackendError("nothing to continue: feed text (or give a prompt) first")
         guide = self._guide(constraint)
+        stop = (*stop, *self._end_stop)
 
         start, generated, ends = len(self._ids), [], []
         text, finish = "", "length"
