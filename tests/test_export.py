@@ -17,6 +17,8 @@ import torch
 pytest.importorskip("gguf")
 pytest.importorskip("llama_cpp")
 
+from test_export_support import ROLES, make_adapters  # noqa: E402
+
 from moragent.backends import BackendError, make_backend  # noqa: E402
 from moragent.backends.llamacpp import LlamaCppBackend  # noqa: E402
 from moragent.export import ExportError, export_adapters  # noqa: E402
@@ -27,44 +29,21 @@ from moragent.roles import Role  # noqa: E402
 
 os.environ.setdefault("MORAGENT_THREADS", "1")
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """On a busy two-core machine one torch thread is about ten times faster than two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 TEXT = (
     "<|im_start|>system\nYou call tools to answer questions.<|im_end|>\n"
     "<|im_start|>user\nWhat is the weather in Paris and in Rome tomorrow?<|im_end|>\n"
     '<|im_start|>assistant\n{"name": "get_weather", "arguments": {"city": "Paris"}}'
 )
-ROLES = ("reasoner", "executor", "summarizer")
-
-
-def make_adapters(folder, method="lora", seed=0, b_scale=0.5, target=None):
-    """Random MoR role adapters on SmolLM2 saved with moragent.json; returns (model, tokenizer)."""
-    from peft import get_peft_model
-
-    from moragent.mor import MoRConfig
-    from moragent.prompts import TEMPLATE_VERSION
-    from moragent.train.base import load_base, resolve_base
-    from moragent.train.metadata import AdapterMetadata, write_metadata
-
-    base = resolve_base(default_gguf())
-    model, tokenizer = load_base(base)
-    torch.manual_seed(seed)
-    options = {"target_modules": target} if target else {}
-    config = MoRConfig(method=method, init_weights=False, lora_dropout=0.0, **options)
-    peft_model = get_peft_model(model, config).eval()
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "mor_B" in name or "mor_shared_B" in name:
-                param.mul_(b_scale)
-    peft_model.save_pretrained(folder)
-    metadata = AdapterMetadata(
-        method=method,
-        roles=list(ROLES),
-        template_version=TEMPLATE_VERSION,
-        base=base.to_dict(),
-        data={},
-        adapter_config=config.to_dict(),
-    )
-    write_metadata(folder, metadata)
-    return peft_model, tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -198,15 +198,18 @@ def models() -> None:
 
 
 def _register_parts() -> None:
-    """The sub-commands of the other parts: data pipeline, evaluation, training."""
+    """The sub-commands of the other parts: data pipeline, evaluation, training, export."""
     from moragent.cli.data import app as data_app
     from moragent.cli.eval import app as eval_app
+    from moragent.cli.export import EPILOG as EXPORT_EPILOG
+    from moragent.cli.export import export_command
     from moragent.cli.finetune import EPILOG as FINETUNE_EPILOG
     from moragent.cli.finetune import finetune_command
 
     app.add_typer(data_app, name="data")
     app.add_typer(eval_app, name="eval")
     app.command("finetune", epilog=FINETUNE_EPILOG)(finetune_command)
+    app.command("export", epilog=EXPORT_EPILOG)(export_command)
 
 
 _register_parts()
