@@ -230,5 +230,5 @@ def resolve_teacher(spec: str, seed: int = 0) -> RulesTeacher | BackendTeacher:
         return RulesTeacher(seed)
     if kind in ("llamacpp", "openai"):
         backend = load_backend(kind, argument or None)
-        return BackendTeacher(backend, name=spec, chat_wrap=kind in ("llamacpp", "openai"))
+        return BackendTeacher(backend, name=spec, chat_wrap=True)
     raise ValueError(f"unknown teacher {spec!r}: expected {TEACHER_HELP}")
