@@ -211,6 +211,12 @@ class _Episode:
             yield ErrorEvent(problem, "executor")
             results = [ToolResult("executor", f"the call could not be read: {problem}", True)]
         else:
+            if parsed.cut:
+                yield ErrorEvent(
+                    f"the executor's list of calls was cut at {self.c.limits.executor} tokens; "
+                    f"running the {len(parsed.calls)} calls written whole",
+                    "executor",
+                )
             calls = _unique(parsed.calls)
             self.trajectory.steps.append(ExecutorStep(calls))
             for call in calls:

@@ -152,6 +152,8 @@ def parse_reasoner(text: str, allowed: tuple[Role, ...] = NEXT_ROLES) -> Reasone
 class ExecutorOutput:
     calls: list[ToolCall] = field(default_factory=list)
     problem: str | None = None
+    #: the output was a list cut off mid-call: ``calls`` holds the calls written whole
+    cut: bool = False
 
 
 def parse_executor(text: str) -> ExecutorOutput:
@@ -160,7 +162,7 @@ def parse_executor(text: str) -> ExecutorOutput:
     Accepts the common variants small models write (``{"function": ...}``,
     ``"parameters"`` for ``"arguments"``, arguments as a JSON string).
     """
-    value, problem = _first_json_value(text)
+    value, problem, cut = _first_json_value(text)
     if problem:
         return ExecutorOutput(problem=problem)
     items = value if isinstance(value, list) else [value]
@@ -173,19 +175,58 @@ def parse_executor(text: str) -> ExecutorOutput:
             where = f"call {i + 1}: " if len(items) > 1 else ""
             return ExecutorOutput(calls, f"{where}{problem}")
         calls.append(call)
-    return ExecutorOutput(calls)
+    return ExecutorOutput(calls, cut=cut)
 
 
-def _first_json_value(text: str) -> tuple[Any, str | None]:
+def _first_json_value(text: str) -> tuple[Any, str | None, bool]:
+    """The first JSON value in ``text``, or why there is none, and whether it was cut."""
     decoder = json.JSONDecoder()
     starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
     if not starts:
-        return None, f"the executor wrote no JSON: {_clip(text)!r}"
+        return None, f"the executor wrote no JSON: {_clip(text)!r}", False
+    text = text[min(starts) :]
     try:
-        value, _ = decoder.raw_decode(text[min(starts) :])
+        value, _ = decoder.raw_decode(text)
     except json.JSONDecodeError as exc:
-        return None, f"the executor's JSON does not parse ({exc.msg} at char {exc.pos})"
-    return value, None
+        complete = _complete_items(text)
+        if complete is not None:
+            return complete, None, True
+        return None, f"the executor's JSON does not parse ({exc.msg} at char {exc.pos})", False
+    return value, None, False
+
+
+def _complete_items(text: str) -> list[Any] | None:
+    """The whole items of a list that was cut off (a token limit mid-call), or None.
+
+    ``[{call 1}, {call 2}, {call 3 cut`` gives the first two calls: a call that was
+    written completely is kept, the cut one is dropped.
+    """
+    if not text.startswith("["):
+        return None
+    depth, in_string, escaped, last_end = 0, False, False, -1
+    for i, char in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+            if depth == 1:
+                last_end = i
+    if last_end < 0:
+        return None
+    try:
+        items = json.loads(text[: last_end + 1] + "]")
+    except json.JSONDecodeError:
+        return None
+    return items if isinstance(items, list) and items else None
 
 
 def _read_call(item: Any) -> tuple[ToolCall | None, str | None]:

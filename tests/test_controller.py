@@ -305,3 +305,12 @@ def test_garbage_model_output_never_crashes_the_agent(replies):
     assert result.error is None
     assert isinstance(result.answer, str)
     assert result.trajectory.steps[-1].role == "summarizer"
+
+
+def test_a_cut_list_of_calls_runs_the_whole_ones_and_says_so():
+    cut = '[{"name": "add", "arguments": {"a": 1, "b": 2}}, {"name": "shout", "argum'
+    agent, _ = agent_with(["Thought: t\nNext: executor", cut, "Thought: t\nNext: summarizer", "3"])
+    events = list(agent.stream("x"))
+    warnings = [e for e in events if isinstance(e, ErrorEvent)]
+    assert len(warnings) == 1 and "cut" in warnings[0].message and not warnings[0].fatal
+    assert [e.call.name for e in events if isinstance(e, ToolCallEvent)] == ["add"]

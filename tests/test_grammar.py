@@ -151,3 +151,12 @@ def test_executor_parser_on_any_json_value(value):
     parsed = parse_executor(json.dumps(value))
     if parsed.problem is None:
         assert all(isinstance(call.arguments, dict) for call in parsed.calls)
+
+
+def test_a_list_cut_mid_call_keeps_the_calls_written_whole():
+    text = '[{"name": "a", "arguments": {"x": "q\\\\"}}, {"name": "b", "arguments": {"y": "unfini'
+    parsed = parse_executor(text)
+    assert parsed.problem is None and parsed.cut
+    assert [(c.name, c.arguments) for c in parsed.calls] == [("a", {"x": "q\\"})]
+    assert parse_executor('[{"name": "a", "argu').problem is not None  # nothing whole
+    assert parse_executor('{"name": "a", "argu').problem is not None  # one call, cut

@@ -44,7 +44,7 @@ class ExecutorPredictor:
         self,
         backend: Backend,
         prompts: Prompts = DEFAULT_PROMPTS,
-        max_tokens: int = 384,
+        max_tokens: int = 512,
         parallel_calls: bool = True,
     ) -> None:
         self.backend = backend
