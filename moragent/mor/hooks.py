@@ -42,10 +42,13 @@ class RoleBatch:
     Attributes:
         role_ids: role index of every token, flattened (batch x sequence,).
         positions: per role, the flat positions of its tokens (ascending).
+        restore: where each token sits in the role-sorted order (the positions of all
+            roles concatenated), to put per-role results back in token order.
     """
 
     role_ids: torch.Tensor
     positions: list[torch.Tensor]
+    restore: torch.Tensor
 
     @property
     def num_tokens(self) -> int:
@@ -144,7 +147,8 @@ def make_role_batch(
     order = torch.argsort(flat, stable=True)
     counts = torch.bincount(flat, minlength=num_roles).tolist()
     positions = list(torch.split(order, counts))
-    return RoleBatch(role_ids=flat, positions=positions)
+    restore = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=device))
+    return RoleBatch(role_ids=flat, positions=positions, restore=restore)
 
 
 def _token_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Size | None:

@@ -242,24 +242,34 @@ class MoRLinear(nn.Module, MoRLayer):
         # the experts run in their own dtype (float32 by default), autocast off: see _GatherLinear
         probs: dict[str, torch.Tensor] = {}
         self.router_probs[adapter_name] = probs
+        grouped = self.mor_config[adapter_name].dispatch == "grouped"
         out: torch.Tensor | None = None
+        role_deltas = []
         with torch.autocast(device_type, enabled=False):
             for role, positions in zip(
                 self.role_state.roles, batch.positions_on(x2d.device), strict=True
             ):
                 if positions.numel() == 0:
                     continue
-                if self.mor_config[adapter_name].dispatch == "grouped":
-                    pieces = self._role_pieces(adapter_name, role, x2d, positions, probs)
-                else:
-                    pieces = self._role_pieces_masked(adapter_name, role, x2d, positions, probs)
-                for index, hidden, b in pieces:
+                if not grouped:
+                    ((_, hidden, b),) = self._role_pieces_masked(
+                        adapter_name, role, x2d, positions, probs
+                    )
+                    role_deltas.append(hidden @ b.t())
+                    continue
+                for index, hidden, b in self._role_pieces(
+                    adapter_name, role, x2d, positions, probs
+                ):
                     piece = hidden @ b.t()
                     if out is None:
                         out = torch.zeros(
                             x2d.shape[0], piece.shape[1], dtype=piece.dtype, device=x2d.device
                         )
                     out.index_add_(0, index, piece)
+            if not grouped:
+                # every token belongs to one role: concatenate in role order, then restore the
+                # token order (unlike index_add_, this saves no per-role output for backward)
+                out = torch.cat(role_deltas).index_select(0, batch.restore.to(x2d.device))
         return out
 
     def _role_pieces_masked(
