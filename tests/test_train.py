@@ -22,7 +22,7 @@ from typer.testing import CliRunner  # noqa: E402
 from moragent.cli.app import app  # noqa: E402
 from moragent.prompts import TEMPLATE_VERSION  # noqa: E402
 from moragent.train import check_adapters, finetune  # noqa: E402
-from moragent.train.finetune import work_dir  # noqa: E402
+from moragent.train.training import work_dir  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

@@ -21,8 +21,8 @@ from moragent.train import (  # noqa: E402
 )
 from moragent.train.base import resolve_base  # noqa: E402
 from moragent.train.dataset import load_training_data, split  # noqa: E402
-from moragent.train.finetune import work_dir  # noqa: E402
 from moragent.train.metadata import write_metadata  # noqa: E402
+from moragent.train.training import work_dir  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -170,7 +170,7 @@ def test_check_adapters_needs_metadata(tmp_path) -> None:
 
 
 def test_replace_keeps_the_old_adapters_until_the_new_are_in_place(tmp_path) -> None:
-    from moragent.train.finetune import _recover, _replace
+    from moragent.train.training import _recover, _replace
 
     out = tmp_path / "adapters"
     out.mkdir()

@@ -131,7 +131,7 @@ def finetune_command(
     """Train role adapters (MoR or one LoRA per role) on trajectories."""
     from moragent.data.io import DataError
     from moragent.models import ModelNotFoundError
-    from moragent.train.finetune import finetune
+    from moragent.train.training import finetune
 
     callbacks = [] if quiet else [progress_callback(console)]
     if not quiet:

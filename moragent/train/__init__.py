@@ -7,7 +7,8 @@
 another base model or template version; loaders call it before loading.
 """
 
-from moragent.train.finetune import FinetuneResult, TrainConfig, finetune
+from typing import Any
+
 from moragent.train.metadata import (
     METADATA_FILE,
     AdapterMetadata,
@@ -26,3 +27,13 @@ __all__ = [
     "finetune",
     "read_metadata",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``finetune`` and its types load transformers: import them only when asked for, so
+    that checking adapter metadata (done by every backend) stays cheap."""
+    if name in ("FinetuneResult", "TrainConfig", "finetune"):
+        import importlib
+
+        return getattr(importlib.import_module("moragent.train.training"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
