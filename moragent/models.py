@@ -97,14 +97,10 @@ def installed_models() -> list[ModelInfo]:
 
 
 def _gemma3_path() -> Path | None:
-    """Where the gemma3 package keeps its assembled GGUF, if it was assembled already."""
+    """The Gemma 3 GGUF if its package is installed and has assembled it already."""
     try:
-        dist = importlib.metadata.distribution(GEMMA3_PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
+        package = importlib.import_module(GEMMA3_PACKAGE.replace("-", "_"))
+    except ImportError:
         return None
-    for file in dist.files or []:
-        if str(file).endswith(".gguf"):
-            path = Path(str(dist.locate_file(file)))
-            if path.is_file():
-                return path
-    return None
+    path = Path(package.default_output_path())
+    return path if path.is_file() else None
