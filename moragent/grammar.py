@@ -20,13 +20,13 @@ from moragent.backends.base import Constraint
 from moragent.roles import NEXT_ROLES, Role
 from moragent.trajectory import ToolCall
 
-MAX_ARRAY_ITEMS = 32
+MAX_ARRAY_ITEMS = 16
 
 #: keys that say what a schema node accepts; a node with none of them accepts anything
 _SCHEMA_KEYS = {
     "type", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "properties", "items", "not",
 }  # fmt: skip
-_JSON_TYPES = ("string", "number", "boolean", "null", "object", "array")
+_SCALAR_TYPES = ("string", "number", "boolean", "null")
 MAX_PARALLEL_CALLS = 8
 
 
@@ -73,8 +73,8 @@ def _bounded(schema: dict[str, Any]) -> dict[str, Any]:
             return
         if not isinstance(node, dict):
             return
-        if not _SCHEMA_KEYS & node.keys():  # any JSON value: say so in a form converters know
-            node["anyOf"] = [{"type": kind} for kind in _JSON_TYPES]
+        if not _SCHEMA_KEYS & node.keys():
+            node.update(_any_value())
             return
         kind = node.get("type")
         kinds = kind if isinstance(kind, list) else [kind]
@@ -82,6 +82,8 @@ def _bounded(schema: dict[str, Any]) -> dict[str, Any]:
             node.setdefault("maxItems", MAX_ARRAY_ITEMS)
         if "object" in kinds and "properties" in node:
             node.setdefault("additionalProperties", False)
+        elif "object" in kinds and "additionalProperties" not in node:
+            node["additionalProperties"] = _any_value()  # an open object: bounded values
         for key in ("properties", "$defs", "definitions"):
             for child in (node.get(key) or {}).values():
                 visit(child)
@@ -91,6 +93,14 @@ def _bounded(schema: dict[str, Any]) -> dict[str, Any]:
 
     visit(schema)
     return schema
+
+
+def _any_value() -> dict[str, Any]:
+    """ "Any value", bounded: a scalar or a flat list of them. Nested objects would let a
+    small model nest without end and never close the call."""
+    scalars = [{"type": kind} for kind in _SCALAR_TYPES]
+    flat_list = {"type": "array", "items": {"anyOf": scalars}, "maxItems": MAX_ARRAY_ITEMS}
+    return {"anyOf": [*scalars, flat_list]}
 
 
 def executor_constraint(tools: list[dict[str, Any]], parallel: bool = True) -> Constraint:

@@ -60,12 +60,17 @@ def test_single_call_schema_without_parallel_calls():
         jsonschema.validate([{"name": "add", "arguments": {"a": 1, "b": 2}}], schema)
 
 
-def test_a_parameter_without_a_type_accepts_any_json_value():
+def test_a_parameter_without_a_type_accepts_scalars_and_flat_lists():
     schema = executor_schema([ECHO], parallel=False)
     value = schema["properties"]["arguments"]["properties"]["value"]
     assert {option["type"] for option in value["anyOf"]} == {
-        "string", "number", "boolean", "null", "object", "array",
+        "string", "number", "boolean", "null", "array",
     }  # fmt: skip
+    for good in ("x", 1.5, None, [1, "a", True]):
+        jsonschema.validate(good, value)
+    for bad in ({"a": 1}, [[1]]):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, value)
     assert ECHO["parameters"]["properties"]["value"] == {"description": "any value"}  # not mutated
 
 

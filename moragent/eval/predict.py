@@ -44,7 +44,7 @@ class ExecutorPredictor:
         self,
         backend: Backend,
         prompts: Prompts = DEFAULT_PROMPTS,
-        max_tokens: int = 512,
+        max_tokens: int = 1024,
         parallel_calls: bool = True,
     ) -> None:
         self.backend = backend
