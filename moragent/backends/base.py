@@ -108,5 +108,21 @@ class Backend(Protocol):
         """Free the model."""
 
 
+def find_stop(text: str, stop: Sequence[str], searched: int) -> int | None:
+    """Index in ``text`` where the first stop string begins, looking at new text only.
+
+    ``searched`` is how much of ``text`` was already looked at; a stop string may begin
+    inside that part and end in the new part.
+    """
+    best = None
+    for s in stop:
+        if not s:
+            continue
+        index = text.find(s, max(0, searched - len(s) + 1))
+        if index >= 0 and (best is None or index < best):
+            best = index
+    return best
+
+
 class BackendError(RuntimeError):
     """A backend could not do what was asked; the message says what and how to fix it."""

@@ -26,6 +26,7 @@ from moragent.backends.base import (
     Constraint,
     Generation,
     TokenCallback,
+    find_stop,
 )
 from moragent.backends.sampling import Sampler
 from moragent.grammar import reasoner_gbnf
@@ -259,7 +260,7 @@ class LlamaCppBackend:
                     finish = "stop"
                     break
                 piece = decoder.decode(self._piece(token))
-                cut = _find_stop(text + piece, stop, len(text))
+                cut = find_stop(text + piece, stop, len(text))
                 if cut is not None:
                     combined = text + piece
                     self._roll_back(role, start, ends, combined, cut)
@@ -336,15 +337,3 @@ def _property_names(schema: object) -> list[str]:
 
     visit(schema)
     return list(names)
-
-
-def _find_stop(text: str, stop: Sequence[str], searched: int) -> int | None:
-    """Index in ``text`` where the first stop string begins, looking at new text only."""
-    best = None
-    for s in stop:
-        if not s:
-            continue
-        index = text.find(s, max(0, searched - len(s) + 1))
-        if index >= 0 and (best is None or index < best):
-            best = index
-    return best

@@ -22,7 +22,14 @@ from typing import Any
 
 import torch
 
-from moragent.backends.base import BackendError, CacheStats, Constraint, Generation, TokenCallback
+from moragent.backends.base import (
+    BackendError,
+    CacheStats,
+    Constraint,
+    Generation,
+    TokenCallback,
+    find_stop,
+)
 from moragent.backends.torch_constraints import Constraints
 from moragent.backends.torch_load import (
     adapter_folder,
@@ -269,7 +276,7 @@ class TorchBackend:
                 guide.advance(token)
             generated.append(token)
             combined = self._decode(generated)
-            cut = _find_stop(combined, stop, len(text))
+            cut = find_stop(combined, stop, len(text))
             if cut is not None:
                 self._roll_back(role, start, ends, combined, cut)
                 if on_token and cut > len(text):
@@ -343,15 +350,3 @@ def _cache_argument(model: Any) -> str:
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     parameters = inspect.signature(inner.forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
-
-
-def _find_stop(text: str, stop: Sequence[str], searched: int) -> int | None:
-    """Index in ``text`` where the first stop string begins, looking at new text only."""
-    best = None
-    for s in stop:
-        if not s:
-            continue
-        index = text.find(s, max(0, searched - len(s) + 1))
-        if index >= 0 and (best is None or index < best):
-            best = index
-    return best
