@@ -217,7 +217,7 @@ class _Episode:
                     f"running the {len(parsed.calls)} calls written whole",
                     "executor",
                 )
-            calls = _unique(parsed.calls)
+            calls = unique_calls(parsed.calls)
             self.trajectory.steps.append(ExecutorStep(calls))
             for call in calls:
                 yield ToolCallEvent(call)
@@ -251,7 +251,7 @@ class _Episode:
         }
 
 
-def _unique(calls: list[ToolCall]) -> list[ToolCall]:
+def unique_calls(calls: list[ToolCall]) -> list[ToolCall]:
     """The calls with exact repeats dropped (a small model may write one call many times)."""
     seen: set[str] = set()
     unique = []

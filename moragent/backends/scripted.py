@@ -99,4 +99,4 @@ class ScriptedBackend:
         return self._stats
 
     def close(self) -> None:
-        pass
+        """Nothing to free: there is no model."""

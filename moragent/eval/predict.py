@@ -13,7 +13,7 @@ from typing import Any
 
 from moragent.backends import make_backend
 from moragent.backends.base import Backend
-from moragent.controller import _unique
+from moragent.controller import unique_calls
 from moragent.eval.bfcl import BfclQuestion
 from moragent.grammar import (
     executor_constraint,
@@ -82,7 +82,7 @@ class ExecutorPredictor:
         parsed = parse_executor(generation.text)
         if parsed.problem:
             raise ValueError(f"executor output does not parse: {parsed.problem}")
-        return _unique(parsed.calls)
+        return unique_calls(parsed.calls)
 
 
 def make_predictor(
