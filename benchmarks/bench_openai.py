@@ -71,7 +71,7 @@ def start_server(folder: Path, threads: int) -> tuple[subprocess.Popen, str]:
     command = [
         sys.executable,
         "-m",
-        "llama_cpp.server",
+        "moragent.backends.llamacpp_safe",  # llama_cpp.server, minus the AMX crash
         "--config_file",
         str(folder / "server.json"),
     ]

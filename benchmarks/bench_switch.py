@@ -337,6 +337,9 @@ def main() -> None:
     parser.add_argument("--mor-only", action="store_true", help="only the mor collapse table")
     parser.add_argument("--ranks", default="4,8,16", help="export ranks of the mor table")
     args = parser.parse_args()
+    from moragent.backends.llamacpp_safe import install
+
+    install()  # the plain Llama() loads below get the backend's AMX fix too
     torch.set_num_threads(1)
     if args.mor_only:
         mor_quality(args.data, [int(r) for r in args.ranks.split(",")], 4, 4)

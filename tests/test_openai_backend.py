@@ -443,7 +443,13 @@ def llama_cpp_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     (tmp_path / "server.json").write_text(json.dumps(config))
     log = (tmp_path / "server.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--config_file", str(tmp_path / "server.json")],
+        [
+            sys.executable,
+            "-m",
+            "moragent.backends.llamacpp_safe",
+            "--config_file",
+            str(tmp_path / "server.json"),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -28,6 +28,7 @@ from moragent.backends.base import (
     TokenCallback,
     find_stop,
 )
+from moragent.backends.llamacpp_safe import safe_model_params
 from moragent.backends.sampling import Sampler
 from moragent.grammar import reasoner_gbnf
 from moragent.models import resolve_model
@@ -75,14 +76,15 @@ class LlamaCppBackend:
         threads = n_threads or int(os.environ.get("MORAGENT_THREADS", 0)) or os.cpu_count() or 1
         started = time.perf_counter()
         try:
-            self.llm = llama_cpp.Llama(
-                model_path=str(self.model_path),
-                n_ctx=n_ctx,
-                n_threads=threads,
-                n_threads_batch=threads,
-                seed=seed,
-                verbose=False,
-            )
+            with safe_model_params():  # no AMX repacking: it crashes (see llamacpp_safe)
+                self.llm = llama_cpp.Llama(
+                    model_path=str(self.model_path),
+                    n_ctx=n_ctx,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    seed=seed,
+                    verbose=False,
+                )
         except ValueError as exc:
             raise BackendError(f"llama.cpp could not load {self.model_path}: {exc}") from exc
         n_ctx_train = self.llm._model.n_ctx_train()
