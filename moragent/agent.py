@@ -58,7 +58,9 @@ class Agent:
         backend: a ``Backend``; None loads llama.cpp with ``model`` (default: the embedded
             SmolLM2-135M-Instruct) and ``adapters``.
         model: GGUF file for the default backend.
-        adapters: role name -> GGUF LoRA file for the default backend.
+        adapters: for the default backend, a folder made by ``moragent export`` or a role
+            name -> GGUF LoRA file mapping; None takes the role adapters shipped for the
+            default model (if this build has them); False runs the bare model.
         max_steps: executor turns per episode before the summarizer must answer.
         system: system text (None: the templates' default).
         tool_timeout: seconds a tool may run before its call fails.
@@ -73,7 +75,7 @@ class Agent:
         backend: Backend | None = None,
         *,
         model: str | Path | None = None,
-        adapters: dict[str, str | Path] | None = None,
+        adapters: str | Path | dict[str, str | Path] | bool | None = None,
         max_steps: int = 6,
         system: str | None = None,
         tool_timeout: float = 10.0,
@@ -89,9 +91,9 @@ class Agent:
             to_tools(list(tools)), timeout=tool_timeout, max_observation_chars=max_observation_chars
         )
         if backend is None:
-            from moragent.backends.llamacpp import LlamaCppBackend
+            from moragent.backends import make_backend
 
-            backend = LlamaCppBackend(model, adapters=adapters)
+            backend = make_backend("llamacpp", model, adapters)
         self.backend = backend
         self.controller = Controller(
             backend=backend,

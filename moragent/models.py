@@ -66,6 +66,26 @@ def gemma3_gguf() -> Path:
     return Path(package.assemble())
 
 
+#: the trained role adapters for the default model that ship inside the package (built by
+#: scripts/build_default_adapters.py); absent from a build without them
+SHIPPED_ADAPTERS = Path(__file__).parent / "adapters" / "smollm2-135m-instruct"
+
+
+def shipped_adapters(model: str | Path | None = None) -> Path | None:
+    """The folder of the shipped role adapters when ``model`` is the default model, else None.
+
+    The shipped adapters were trained for the embedded SmolLM2-135M-Instruct; another
+    model gets none (its own adapters come through ``--adapters``).
+    """
+    if model is not None:
+        try:
+            if Path(model).resolve() != default_gguf().resolve():
+                return None
+        except ModelNotFoundError:
+            return None
+    return SHIPPED_ADAPTERS if (SHIPPED_ADAPTERS / "moragent.json").is_file() else None
+
+
 def resolve_model(model: str | Path | None) -> Path:
     """``model`` as an existing GGUF path, or the default model when it is None."""
     if model is None:

@@ -28,7 +28,7 @@ __all__ = [
 def make_backend(
     name: str = "llamacpp",
     model: str | Path | None = None,
-    adapters: str | Path | dict[str, str | Path] | None = None,
+    adapters: str | Path | dict[str, str | Path] | bool | None = None,
     **options: Any,
 ) -> Backend:
     """Build a backend by name; unknown names and missing extras raise a clear error.
@@ -36,11 +36,22 @@ def make_backend(
     Args:
         name: one of ``BACKENDS``.
         model: the model (a GGUF file, an HF model folder, or a served model name).
-        adapters: a folder of role adapters, or a role name -> file mapping.
+        adapters: a folder of role adapters, or a role name -> file mapping. ``None``
+            takes the role adapters shipped for the default model (llama.cpp backend with
+            the default model only; see ``moragent.models.shipped_adapters``); ``False``
+            runs the bare model.
         options: passed to the backend's constructor.
     """
+    if adapters is True:
+        raise BackendError("adapters=True is not a folder: give the adapters' folder, or None")
     if name == "llamacpp":
         from moragent.backends.llamacpp import LlamaCppBackend
+        from moragent.models import shipped_adapters
+
+        if adapters is None:
+            adapters = shipped_adapters(model)
+        elif adapters is False:
+            adapters = None
 
         return LlamaCppBackend(model, adapters=_adapter_files(adapters, model), **options)
     if name == "torch":
@@ -51,7 +62,7 @@ def make_backend(
                 f"the torch backend needs the torch extra ({exc.name} is missing): "
                 'pip install torch==2.13.0 && pip install "moragent[torch]"'
             ) from exc
-        return TorchBackend(model, adapters=adapters, **options)
+        return TorchBackend(model, adapters=adapters or None, **options)
     if name == "openai":
         try:
             from moragent.backends.openai import OpenAIBackend

@@ -127,6 +127,7 @@ def load_agent(
     role_model: list[str] | None = None,
     base_url: str | None = None,
     api_key: str | None = None,
+    use_adapters: bool = True,
 ):  # noqa: ANN201 - returns moragent.Agent, imported lazily to keep start-up fast
     """Load tools and model, or print a clear error and exit with status 2."""
     from moragent.agent import Agent
@@ -144,7 +145,8 @@ def load_agent(
     try:
         with err_console.status("loading the model..."):
             options = server_options(backend, role_model, base_url, api_key)
-            model_backend = make_backend(backend, model, adapters, **options)
+            chosen = adapters if use_adapters else False
+            model_backend = make_backend(backend, model, chosen, **options)
         return Agent(
             tools=loaded,
             backend=model_backend,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,6 +11,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from moragent.cli.common import (
+    AdaptersOption,
+    BackendOption,
+    MaxStepsOption,
+    ModelOption,
+    ToolsOption,
+    load_agent,
+)
 from moragent.eval.bfcl import (
     DEFAULT_CATEGORIES,
     SUPPORTED_CATEGORIES,
@@ -118,6 +127,105 @@ def bfcl(
         )
     if json_path is not None:
         json_path.write_text(report.to_json(indent=2) + "\n", encoding="utf-8")
+        err.print(f"wrote {json_path}")
+
+
+@app.command("tasks")
+def tasks(
+    task_file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="TASKS.jsonl",
+            help="Tasks, one JSON object per line: query, expect (exact, contains, regex, "
+            "number + tolerance) and calls; see examples/tasks.jsonl.",
+        ),
+    ],
+    tools: ToolsOption = None,
+    backend: BackendOption = "llamacpp",
+    model: ModelOption = None,
+    adapters: AdaptersOption = None,
+    no_adapters: Annotated[
+        bool,
+        typer.Option("--no-adapters", help="Run the bare model, with no role adapters."),
+    ] = False,
+    max_steps: MaxStepsOption = 6,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Run only the first N tasks of the file.")
+    ] = None,
+    json_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--json",
+            dir_okay=False,
+            help="Write the summary per task type and every episode's answer, calls and "
+            "failed checks to this file.",
+        ),
+    ] = None,
+) -> None:
+    """Run whole agent episodes and check their answers and calls; a table per task type."""
+    from moragent.eval.tasks import TaskFileError, load_tasks, run_tasks
+
+    err, out = Console(stderr=True), Console()
+    if adapters is not None and no_adapters:
+        raise typer.BadParameter(
+            "give either --adapters DIR or --no-adapters, not both", param_hint="--adapters"
+        )
+    try:
+        chosen = load_tasks(task_file, limit)
+    except TaskFileError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    if not tools:
+        err.print(
+            "[yellow]warning:[/] no --tools given: the agent has no tools to call", highlight=False
+        )
+    agent = load_agent(
+        tools, backend, model, adapters, max_steps, 10.0, 0.0, None, use_adapters=not no_adapters
+    )
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("solved {task.fields[solved]}"),
+        TimeElapsedColumn(),
+        console=err,
+    ) as bar:
+        progress = bar.add_task("tasks", total=len(chosen), solved=0)
+        solved = 0
+
+        def advance(outcome: Any) -> None:
+            nonlocal solved
+            solved += outcome.solved
+            bar.update(progress, advance=1, solved=solved, description=outcome.task.type)
+
+        try:
+            report = run_tasks(agent.run, chosen, on_outcome=advance)
+        finally:
+            agent.close()
+
+    table = Table(title=f"tasks: {task_file.name}")
+    for column, justify in (
+        ("type", "left"),
+        ("n", "right"),
+        ("solved", "right"),
+        ("share", "right"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    summary = report.summary()
+    for kind, row in summary.items():
+        if kind == "all":
+            table.add_section()
+        table.add_row(kind, str(row["n"]), str(row["solved"]), f"{row['share']:.0%}")
+    out.print(table)
+    for outcome in report.outcomes:
+        if not outcome.solved:
+            err.print(f"[dim]{outcome.task.id}: {'; '.join(outcome.problems)}[/]", highlight=False)
+    if json_path is not None:
+        from moragent.data.io import atomic_writer
+
+        with atomic_writer(json_path) as handle:
+            handle.write(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
         err.print(f"wrote {json_path}")
 
 

@@ -92,5 +92,5 @@ def make_predictor(
     use_adapters: bool = True,
 ) -> ExecutorPredictor:
     """An ``ExecutorPredictor`` on a backend built by name (see ``moragent.backends``)."""
-    backend = make_backend(backend_name, model, adapters if use_adapters else None)
+    backend = make_backend(backend_name, model, adapters if use_adapters else False)
     return ExecutorPredictor(backend)
