@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -207,6 +208,18 @@ def test_cli_trains_and_prints_the_summary(tmp_path, data) -> None:
     assert "validation loss" in result.output and "executor" in result.output
     assert "adapters written to" in result.output and str(out) in result.output.replace("\n", "")
     assert read_json(out / "moragent.json")["method"] == "lora"
+
+
+def test_cli_prints_progress_lines_when_not_on_a_terminal(tmp_path, data) -> None:
+    # CliRunner's output is no terminal: no live bar there, a line per logging step instead
+    command = ["finetune", str(data), "--base", str(tiny_base_dir()), "--out",
+               str(tmp_path / "out"), "--method", "lora", "--max-steps", "2", "--batch-size",
+               "2", "--grad-accum", "1", "--val-split", "0.25", "--no-bf16"]  # fmt: skip
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    line = re.search(r"step 1/2  loss [\d.]+  \d+ tok/s  elapsed [\d.]+ min  left [\d.]+ min",
+                     result.output)  # fmt: skip
+    assert line is not None, result.output
 
 
 def test_cli_reports_bad_input_without_a_traceback(tmp_path) -> None:

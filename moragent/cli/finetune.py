@@ -37,6 +37,7 @@ def progress_callback(target: Console) -> Any:
             self.task: Any = None
             self.started = 0.0
             self.tokens_at_start = 0
+            self.step_at_start = 0
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if not state.is_world_process_zero:
@@ -57,6 +58,7 @@ def progress_callback(target: Console) -> Any:
             )
             self.started = time.perf_counter()
             self.tokens_at_start = state.num_input_tokens_seen
+            self.step_at_start = state.global_step
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if self.progress is not None:
@@ -65,8 +67,21 @@ def progress_callback(target: Console) -> Any:
                 self.progress.update(self.task, completed=state.global_step, speed=f"{speed:.0f}")
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any):
-            if self.progress is not None and logs and "loss" in logs:
-                self.progress.update(self.task, loss=f"{float(logs['loss']):.3f}")
+            if self.progress is None or not logs or "loss" not in logs:
+                return
+            self.progress.update(self.task, loss=f"{float(logs['loss']):.3f}")
+            if not self.console.is_terminal:
+                # no live bar in a log file or pipe: a plain line at each logging step instead
+                elapsed = time.perf_counter() - self.started
+                done = state.global_step - self.step_at_start
+                speed = (state.num_input_tokens_seen - self.tokens_at_start) / max(elapsed, 1e-9)
+                left = elapsed / max(done, 1) * (state.max_steps - state.global_step)
+                self.console.print(
+                    f"step {state.global_step}/{state.max_steps}  loss {float(logs['loss']):.3f}"
+                    f"  {speed:.0f} tok/s  elapsed {elapsed / 60:.1f} min"
+                    f"  left {left / 60:.1f} min",
+                    highlight=False,
+                )
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if self.progress is not None:
