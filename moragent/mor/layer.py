@@ -37,8 +37,10 @@ class _GatherLinear(torch.autograd.Function):
     Every expert sees a different subset of the tokens; saving each gathered copy for the
     backward pass would cost one copy of the activations per expert. The backward gathers
     again instead (a copy that lives only during the backward). The product runs in the
-    weight's dtype with autocast off: bf16 matrix products on CPU build a kernel for each
-    new shape, and the number of tokens per expert changes with every batch.
+    weight's dtype with autocast off, so the caller picks it: the masked dispatch passes
+    bf16 weights under bf16 autocast (measured 12% faster per training step on CPU than
+    float32), the grouped one keeps float32 (bf16 products on CPU build a kernel for each
+    new shape, and its number of tokens per expert changes with every batch).
     """
 
     @staticmethod
@@ -230,16 +232,20 @@ class MoRLinear(nn.Module, MoRLayer):
         self, adapter_name: str, x2d: torch.Tensor, batch: Any
     ) -> torch.Tensor | None:
         device_type = x2d.device.type
+        compute: torch.dtype | None = None
         if torch.is_autocast_enabled(device_type):
-            # keep (and save for backward) the input in the autocast dtype, as LoRA does
-            x2d = x2d.to(torch.get_autocast_dtype(device_type))
+            # keep (and save for backward) the input in the autocast dtype, as LoRA does; the
+            # masked dispatch's products run in it too (fixed shapes per role: fast on CPU)
+            compute = torch.get_autocast_dtype(device_type)
+            x2d = x2d.to(compute)
         x2d = self.mor_dropout[adapter_name](x2d)
         if self.role_state.dense_reference:
             from moragent.mor.reference import dense_delta
 
             return dense_delta(self, adapter_name, x2d, batch.role_ids)
 
-        # the experts run in their own dtype (float32 by default), autocast off: see _GatherLinear
+        # autocast is off below: the masked dispatch casts to ``compute`` itself, the grouped
+        # one runs in the experts' own dtype (float32 by default; see _GatherLinear)
         probs: dict[str, torch.Tensor] = {}
         self.router_probs[adapter_name] = probs
         grouped = self.mor_config[adapter_name].dispatch == "grouped"
@@ -253,7 +259,7 @@ class MoRLinear(nn.Module, MoRLayer):
                     continue
                 if not grouped:
                     ((_, hidden, b),) = self._role_pieces_masked(
-                        adapter_name, role, x2d, positions, probs
+                        adapter_name, role, x2d, positions, probs, compute
                     )
                     role_deltas.append(hidden @ b.t())
                     continue
@@ -279,6 +285,7 @@ class MoRLinear(nn.Module, MoRLayer):
         x2d: torch.Tensor,
         positions: torch.Tensor,
         probs: dict[str, torch.Tensor],
+        compute: torch.dtype | None = None,
     ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """One role's delta as one piece: all of the role's experts on its tokens, weights
         zero outside each token's top-k (two matrix products per role in all)."""
@@ -292,7 +299,8 @@ class MoRLinear(nn.Module, MoRLayer):
         if shared:
             rows += [self.mor_gate[adapter_name][role], self.mor_shared_A[adapter_name][role]]
         rows.append(experts_a.reshape(num_experts * r, -1))
-        fused = gather_linear(x2d, positions, torch.cat(rows) if len(rows) > 1 else rows[0])
+        weight = torch.cat(rows) if len(rows) > 1 else rows[0]
+        fused = gather_linear(x2d, positions, weight if compute is None else weight.to(compute))
 
         start = num_experts if routed else 0
         hidden, b_columns = [], []
@@ -311,7 +319,10 @@ class MoRLinear(nn.Module, MoRLayer):
             expert_hidden = expert_hidden * scaling
         hidden.append(expert_hidden.reshape(-1, num_experts * r))
         b_columns.append(experts_b.permute(1, 0, 2).reshape(experts_b.shape[1], num_experts * r))
-        return [(positions, torch.cat(hidden, dim=1), torch.cat(b_columns, dim=1))]
+        hidden_all, b_all = torch.cat(hidden, dim=1), torch.cat(b_columns, dim=1)
+        if compute is not None:
+            hidden_all, b_all = hidden_all.to(compute), b_all.to(compute)
+        return [(positions, hidden_all, b_all)]
 
     def _role_pieces(
         self,
