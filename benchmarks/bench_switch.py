@@ -15,8 +15,10 @@ exports them with ``moragent export`` and measures:
 3. an episode (prefill of prompts, token-by-token decode of role turns) with three
    role adapters switched vs the same tokens on plain llama.cpp: throughput ratio;
 4. one ``Llama`` per role (``lora_path``) and reloading at each switch: load time, memory;
-5. random ``mor`` groups against their collapsed LoRAs at a few ranks (in transformers,
-   so only the collapse is measured): top-1 agreement and mean KL per role.
+5. ``mor`` groups against their collapsed LoRAs at a few ranks (in transformers, so only
+   the collapse is measured): top-1 agreement and mean KL per role. Random groups, or
+   trained ones with ``--adapters DIR`` (a ``moragent finetune --method mor`` folder;
+   compared on trajectories of its validation split). ``--mor-only`` runs just this part.
 """
 
 from __future__ import annotations
@@ -257,9 +259,16 @@ def loading(gguf_dir: Path) -> None:
     )
 
 
-def mor_quality(data: Path, ranks: list[int], calibration: int, held_out: int) -> None:
-    """Random ``mor`` groups vs their collapsed LoRAs, in transformers: top-1 and KL per role."""
-    from peft import get_peft_model
+def mor_quality(
+    data: Path, ranks: list[int], calibration: int, held_out: int, adapters: Path | None = None
+) -> None:
+    """``mor`` groups vs their collapsed LoRAs, in transformers: top-1 and KL per role.
+
+    With ``adapters`` (a ``moragent finetune --method mor`` folder) the trained groups are
+    used, calibrated on training trajectories and compared on trajectories of the run's
+    validation split (never trained on); without, random groups on ``data``.
+    """
+    from peft import PeftModel, get_peft_model
 
     from moragent.export.collapse import group_factors, low_rank, measure_routing
     from moragent.models import default_gguf
@@ -267,18 +276,35 @@ def mor_quality(data: Path, ranks: list[int], calibration: int, held_out: int) -
     from moragent.train.base import load_base, resolve_base
 
     model, tokenizer = load_base(resolve_base(default_gguf()))
-    torch.manual_seed(1)
-    model = get_peft_model(model, MoRConfig(init_weights=False, lora_dropout=0.0)).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "mor_B" in name or "mor_shared_B" in name:
-                param.mul_(0.3)
-    seqs = sequences(data, tokenizer, 10**9)[: calibration + held_out]
+    if adapters is not None:
+        from moragent.train.dataset import load_training_data, split
+        from moragent.train.metadata import read_metadata
+        from moragent.train.tensors import encode_all
+
+        metadata = read_metadata(adapters)
+        settings = metadata.training
+        model = PeftModel.from_pretrained(model, str(adapters)).eval()
+        trajectories = load_training_data(metadata.data.get("path", data)).trajectories
+        train, val = split(trajectories, settings["val_split"], settings["seed"])
+        encode = lambda items: [(i.input_ids, i.role_ids) for i in  # noqa: E731
+                                encode_all(items, tokenizer, 1024, roles=ROLES)[0]]  # fmt: skip
+        seqs = encode(train[:calibration]) + encode(val[-held_out:])[:held_out]
+        calibration = len(seqs) - min(held_out, len(seqs) - 1)
+        source = f"trained mor groups ({adapters})"
+    else:
+        torch.manual_seed(1)
+        model = get_peft_model(model, MoRConfig(init_weights=False, lora_dropout=0.0)).eval()
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "mor_B" in name or "mor_shared_B" in name:
+                    param.mul_(0.3)
+        seqs = sequences(data, tokenizer, 10**9)[: calibration + held_out]
+        source = "random mor groups"
     stats = measure_routing(model, seqs[:calibration], ROLES)
     layers = {n.removeprefix("base_model.model."): m for n, m in model.named_modules()
               if isinstance(m, MoRLinear)}  # fmt: skip
-    print(f"5. mor collapse, random mor groups, routing from {calibration} trajectories, "
-          f"compared on {held_out} others (transformers, float32)")  # fmt: skip
+    print(f"5. mor collapse, {source}, routing from {calibration} trajectories, "
+          f"compared on {len(seqs) - calibration} others (transformers, float32)")  # fmt: skip
     references = []
     with torch.no_grad():
         for ids, roles in seqs[calibration:]:
@@ -336,13 +362,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--mor-only", action="store_true", help="only the mor collapse table")
     parser.add_argument("--ranks", default="4,8,16", help="export ranks of the mor table")
+    parser.add_argument(
+        "--adapters", type=Path, help="trained mor adapters (finetune --out) for the mor table"
+    )
+    parser.add_argument("--held-out", type=int, default=8, help="mor table: trajectories compared")
     args = parser.parse_args()
     from moragent.backends.llamacpp_safe import install
 
     install()  # the plain Llama() loads below get the backend's AMX fix too
     torch.set_num_threads(1)
+    ranks = [int(r) for r in args.ranks.split(",")]
     if args.mor_only:
-        mor_quality(args.data, [int(r) for r in args.ranks.split(",")], 4, 4)
+        mor_quality(args.data, ranks, 8, args.held_out, args.adapters)
         return
 
     from moragent.export import export_adapters
@@ -359,7 +390,7 @@ def main() -> None:
     switch_cost(work / "gguf", seqs)
     throughput(work / "gguf", seqs, args.repeats)
     loading(work / "gguf")
-    mor_quality(args.data, [int(r) for r in args.ranks.split(",")], 4, 4)
+    mor_quality(args.data, ranks, 8, args.held_out, args.adapters)
 
 
 if __name__ == "__main__":

@@ -137,6 +137,30 @@ def test_llamacpp_with_exported_adapters_agrees_with_transformers(lora_export):
         backend.close()
 
 
+def test_f16_export_is_half_the_size_and_predicts_as_f32(lora_export):
+    from gguf import GGUFReader
+
+    root, _, tokenizer, result = lora_export
+    half = export_adapters(root / "adapters", root / "gguf16", dtype="f16")
+    for role in ROLES:
+        ratio = half.files[role].stat().st_size / result.files[role].stat().st_size
+        assert 0.45 < ratio < 0.55, (role, ratio)
+    types = {t.tensor_type.name for t in GGUFReader(half.files["executor"]).tensors}
+    assert types == {"F16"}
+    ids = tokenizer(TEXT)["input_ids"][:40]
+    tops = []
+    for folder in (root / "gguf", root / "gguf16"):
+        backend = make_backend("llamacpp", adapters=folder, n_ctx=128)
+        try:
+            tops.append(llama_top1(backend, [(Role.EXECUTOR, ids)]))
+        finally:
+            backend.close()
+    assert agreement(tops[0], tops[1]) >= 0.95
+    with pytest.raises(ExportError, match="unknown tensor type 'q4'"):
+        export_adapters(root / "adapters", root / "bad", dtype="q4")
+    assert not (root / "bad").exists()
+
+
 def test_rotary_permutation_interleaves_the_halves_of_each_head():
     rows = torch.arange(8).float().unsqueeze(1)
     assert rotary_permute(rows, 2).squeeze(1).tolist() == [0, 2, 1, 3, 4, 6, 5, 7]

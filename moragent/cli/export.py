@@ -46,6 +46,9 @@ def export_command(
         typer.Option(help="Trajectories (JSONL) on which mor routing weights are measured."),
     ] = None,
     max_sequences: Annotated[int, typer.Option(help="Calibration trajectories to run.")] = 16,
+    dtype: Annotated[
+        str, typer.Option(help="Tensor type of the files: f32, or f16 for half the size.")
+    ] = "f32",
 ) -> None:
     """Export role adapters to one GGUF LoRA per role, for llama.cpp (--adapters)."""
     from moragent.export import export_adapters
@@ -61,6 +64,7 @@ def export_command(
             rank=rank,
             calibration=calibration,
             max_sequences=max_sequences,
+            dtype=dtype,
         )
     except (OSError, ValueError) as exc:
         err_console.print(f"[red]error:[/] {escape(str(exc))}")

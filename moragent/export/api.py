@@ -26,7 +26,14 @@ from moragent.export.collapse import (
     low_rank,
     measure_routing,
 )
-from moragent.export.gguf import ExportError, module_of, read_base, to_gguf_pair, write_lora_gguf
+from moragent.export.gguf import (
+    TENSOR_DTYPES,
+    ExportError,
+    module_of,
+    read_base,
+    to_gguf_pair,
+    write_lora_gguf,
+)
 from moragent.export.manifest import EXPORT_KEY, base_identity, role_file
 
 logger = logging.getLogger(__name__)
@@ -113,6 +120,7 @@ def export_adapters(
     rank: int | None = None,
     calibration: str | Path | None = None,
     max_sequences: int = 16,
+    dtype: str = "f32",
 ) -> ExportResult:
     """Export role adapters to one GGUF LoRA per role plus ``moragent.json``.
 
@@ -125,6 +133,7 @@ def export_adapters(
         calibration: trajectories on which a ``mor`` group's routing is measured; without
             it every expert gets the same weight and the shared gate is 0.5.
         max_sequences: calibration trajectories to run.
+        dtype: tensor type of the written files: ``f32`` or ``f16`` (half the size).
 
     Raises:
         ExportError: the adapters do not fit the base GGUF or cannot be expressed in it.
@@ -138,6 +147,8 @@ def export_adapters(
     method, roles = config.get("method", "mor"), list(config["roles"])
     if rank is not None and rank < 1:
         raise ExportError(f"--rank must be a positive integer, got {rank}")
+    if dtype not in TENSOR_DTYPES:
+        raise ExportError(f"unknown tensor type {dtype!r}: use {' or '.join(TENSOR_DTYPES)}")
 
     stats: dict[tuple[str, str], RoutingStats] = {}
     if method == "mor" and calibration is not None:
@@ -166,7 +177,7 @@ def export_adapters(
             _finish(report, stats, role)
             alpha = float(config["lora_alpha"]) if exact else float(rank)
             files[role] = write_lora_gguf(
-                role_file(staging, role), base, tensors, alpha, name=f"moragent {role}"
+                role_file(staging, role), base, tensors, alpha, f"moragent {role}", dtype
             )
             if not exact:
                 reports[role] = report

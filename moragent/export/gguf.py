@@ -181,12 +181,17 @@ def to_gguf_pair(
     return name.removesuffix(".weight"), a_np, b_np
 
 
+#: tensor types of written adapters -> their numpy dtype
+TENSOR_DTYPES = {"f32": np.float32, "f16": np.float16}
+
+
 def write_lora_gguf(
     path: str | Path,
     base: BaseGGUF,
     tensors: list[tuple[str, np.ndarray, np.ndarray]],
     alpha: float,
     name: str | None = None,
+    dtype: str = "f32",
 ) -> Path:
     """Write one GGUF LoRA adapter file.
 
@@ -196,9 +201,13 @@ def write_lora_gguf(
         tensors: (base tensor name without ``.weight``, A ``r x d_in``, B ``d_out x r``).
         alpha: ``adapter.lora.alpha``; llama.cpp scales by ``alpha / rank``.
         name: ``general.name`` of the adapter.
+        dtype: ``f32``, or ``f16`` for files half the size (llama.cpp reads both).
     """
     import gguf
 
+    if dtype not in TENSOR_DTYPES:
+        raise ExportError(f"unknown tensor type {dtype!r}: use {' or '.join(TENSOR_DTYPES)}")
+    numpy_dtype = TENSOR_DTYPES[dtype]
     if not tensors:
         raise ExportError(f"no adapted module to write into {path}")
     path = Path(path)
@@ -210,8 +219,8 @@ def write_lora_gguf(
         if name:
             writer.add_name(name)
         for tensor, a, b in tensors:
-            writer.add_tensor(f"{tensor}.weight.lora_a", np.ascontiguousarray(a, np.float32))
-            writer.add_tensor(f"{tensor}.weight.lora_b", np.ascontiguousarray(b, np.float32))
+            writer.add_tensor(f"{tensor}.weight.lora_a", np.ascontiguousarray(a, numpy_dtype))
+            writer.add_tensor(f"{tensor}.weight.lora_b", np.ascontiguousarray(b, numpy_dtype))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()

@@ -1,0 +1,82 @@
+"""Build the role adapters that ship with moragent, from a clean clone, in one command.
+
+1. the default training set from ../shared/data (scripts/build_training_set.py);
+2. ``moragent finetune`` of MoR adapters on the embedded SmolLM2-135M-Instruct;
+3. ``moragent export`` of each role group to one GGUF LoRA (collapsed at ``--rank``);
+4. the exported folder copied into ``moragent/adapters/smollm2-135m-instruct`` (replaced
+   whole, through a staging folder), where ``moragent chat``, ``run`` and ``Agent()``
+   find it.
+
+    python scripts/build_default_adapters.py [--max-steps 80] [--rank 8] [--lr 5e-4]
+
+Every step's output stays under ``runs/`` (training set, trained adapters, export);
+``--skip-training`` reuses ``runs/default-mor`` from an earlier run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = ROOT / "moragent" / "adapters" / "smollm2-135m-instruct"
+
+
+def step(title: str, command: list[str]) -> float:
+    """Run one stage; stop the build with its exit code when it fails."""
+    print(f"\n== {title}\n$ {' '.join(command)}", flush=True)
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT)
+    if done.returncode != 0:
+        sys.exit(f"{title} failed (exit code {done.returncode}); nothing was shipped")
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-steps", type=int, default=80, help="optimizer steps of training")
+    parser.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
+    parser.add_argument("--rank", type=int, default=8, help="rank of the exported GGUF LoRAs")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs", help="work folder")
+    parser.add_argument(
+        "--skip-training", action="store_true", help="export runs/default-mor as it is"
+    )
+    args = parser.parse_args()
+
+    moragent = [sys.executable, "-c", "from moragent.cli import main; main()"]
+    data = args.runs / "train.jsonl"
+    trained = args.runs / "default-mor"
+    exported = args.runs / "default-gguf"
+    times = {}
+    if not args.skip_training:
+        times["training set"] = step(
+            "training set", [sys.executable, "scripts/build_training_set.py", "-o", str(data)]
+        )
+        times["finetune"] = step(
+            "finetune (MoR)",
+            moragent + ["finetune", str(data), "--method", "mor", "--max-steps",
+                        str(args.max_steps), "--lr", str(args.lr), "--out", str(trained)],
+        )  # fmt: skip
+    times["export"] = step(
+        "export to GGUF",
+        moragent + ["export", str(trained), "--to", "gguf", "-o", str(exported), "--rank",
+                    str(args.rank), "--calibration", str(data), "--dtype", "f16"],
+    )  # fmt: skip
+
+    staging = TARGET.with_name(TARGET.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(exported, staging)
+    shutil.rmtree(TARGET, ignore_errors=True)
+    staging.rename(TARGET)
+    size = sum(path.stat().st_size for path in TARGET.iterdir())
+    print(f"\nshipped {TARGET} ({size / 2**20:.1f} MiB)")
+    for title, seconds in times.items():
+        print(f"  {title}: {seconds / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
