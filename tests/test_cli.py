@@ -165,3 +165,9 @@ def test_run_json_on_the_real_model():
     assert isinstance(data["answer"], str) and data["answer"]
     assert data["trajectory"][-1]["role"] == "summarizer"
     assert data["meta"]["reevaluated_tokens"] == 0
+
+
+def test_adapters_and_no_adapters_together_are_refused(tmp_path):
+    result = runner.invoke(app, ["run", "x", "--adapters", str(tmp_path), "--no-adapters"])
+    assert result.exit_code == 2
+    assert "either --adapters DIR or --no-adapters" in " ".join(result.output.split())

@@ -14,6 +14,7 @@ from moragent.cli.common import (
     BaseUrlOption,
     MaxStepsOption,
     ModelOption,
+    NoAdaptersOption,
     RoleModelOption,
     SystemOption,
     TemperatureOption,
@@ -43,6 +44,7 @@ def chat(
     backend: BackendOption = "llamacpp",
     model: ModelOption = None,
     adapters: AdaptersOption = None,
+    no_adapters: NoAdaptersOption = False,
     max_steps: MaxStepsOption = 6,
     tool_timeout: TimeoutOption = 10.0,
     temperature: TemperatureOption = 0.0,
@@ -66,6 +68,7 @@ def chat(
         role_model,
         base_url,
         api_key,
+        use_adapters=not no_adapters,
     )
     names = ", ".join(agent.toolbox.names) or "none"
     console.print(f"[bold]moragent[/] on {_model_name(agent)} - tools: {names}")
@@ -116,6 +119,7 @@ def run(
     backend: BackendOption = "llamacpp",
     model: ModelOption = None,
     adapters: AdaptersOption = None,
+    no_adapters: NoAdaptersOption = False,
     max_steps: MaxStepsOption = 6,
     tool_timeout: TimeoutOption = 10.0,
     temperature: TemperatureOption = 0.0,
@@ -145,6 +149,7 @@ def run(
         role_model,
         base_url,
         api_key,
+        use_adapters=not no_adapters,
     )
     if as_json:
         result = agent.run(query)

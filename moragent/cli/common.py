@@ -41,6 +41,13 @@ AdaptersOption = Annotated[
         show_default=False,
     ),
 ]
+NoAdaptersOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-adapters",
+        help="Run the bare model, without the role adapters shipped for the default model.",
+    ),
+]
 BackendOption = Annotated[
     str,
     typer.Option(
@@ -135,6 +142,11 @@ def load_agent(
     from moragent.models import ModelNotFoundError
     from moragent.tools import ToolLoadError, load_tools
 
+    if adapters is not None and not use_adapters:
+        err_console.print(
+            "[bold red]error:[/] give either --adapters DIR or --no-adapters, not both"
+        )
+        raise typer.Exit(2)
     loaded = []
     for path in tools or []:
         try:

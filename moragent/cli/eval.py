@@ -16,6 +16,7 @@ from moragent.cli.common import (
     BackendOption,
     MaxStepsOption,
     ModelOption,
+    NoAdaptersOption,
     ToolsOption,
     load_agent,
 )
@@ -74,10 +75,7 @@ def bfcl(
             help="Directory of role adapters to use instead of the shipped ones.",
         ),
     ] = None,
-    no_adapters: Annotated[
-        bool,
-        typer.Option("--no-adapters", help="Run the bare model, with no role adapters."),
-    ] = False,
+    no_adapters: NoAdaptersOption = False,
 ) -> None:
     """Run BFCL non-live questions through the executor and score them with BFCL's checker."""
     err = Console(stderr=True)
@@ -144,10 +142,7 @@ def tasks(
     backend: BackendOption = "llamacpp",
     model: ModelOption = None,
     adapters: AdaptersOption = None,
-    no_adapters: Annotated[
-        bool,
-        typer.Option("--no-adapters", help="Run the bare model, with no role adapters."),
-    ] = False,
+    no_adapters: NoAdaptersOption = False,
     max_steps: MaxStepsOption = 6,
     limit: Annotated[
         int | None, typer.Option(min=1, help="Run only the first N tasks of the file.")
@@ -166,10 +161,6 @@ def tasks(
     from moragent.eval.tasks import TaskFileError, load_tasks, run_tasks
 
     err, out = Console(stderr=True), Console()
-    if adapters is not None and no_adapters:
-        raise typer.BadParameter(
-            "give either --adapters DIR or --no-adapters, not both", param_hint="--adapters"
-        )
     try:
         chosen = load_tasks(task_file, limit)
     except TaskFileError as exc:
