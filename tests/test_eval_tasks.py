@@ -160,12 +160,17 @@ def test_run_tasks_runs_fresh_episodes_and_summarises_per_type(tmp_path):
 
 
 def test_cli_tasks_prints_a_table_and_writes_json(tmp_path, monkeypatch):
-    backend = ScriptedBackend(episode("calculate", {"expression": "6*7"}, "It is 42."))
+    replies = episode("calculate", {"expression": "6*7"}, "It is 42.") + [
+        "Thought: answer\nNext: summarizer",
+        "no idea",
+    ]
+    backend = ScriptedBackend(replies)
     monkeypatch.setattr(moragent.backends, "make_backend", lambda *args, **kwargs: backend)
     path = write(
         tmp_path,
         '{"id": "m", "type": "math", "query": "6*7?", "expect": {"number": 42}, '
         '"calls": [{"name": "calculate"}]}',
+        '{"id": "r[1]", "type": "math", "query": "q", "expect": {"regex": "[0-9]+x"}}',
     )
     out = tmp_path / "out.json"
     result = runner.invoke(
@@ -173,9 +178,11 @@ def test_cli_tasks_prints_a_table_and_writes_json(tmp_path, monkeypatch):
         ["eval", "tasks", str(path), "--tools", str(EXAMPLES / "tools.py"), "--json", str(out)],
     )
     assert result.exit_code == 0, result.output
-    assert "math" in result.stdout and "100%" in result.stdout
+    assert "math" in result.stdout and "50%" in result.stdout
+    # the failed check is printed as written (rich markup is escaped)
+    assert "r[1]: answer does not match /[0-9]+x/" in result.output
     data = json.loads(out.read_text())
-    assert data["summary"]["all"] == {"solved": 1, "n": 1, "share": 1.0}
+    assert data["summary"]["all"] == {"solved": 1, "n": 2, "share": 0.5}
     assert data["results"][0]["calls"] == [
         {"name": "calculate", "arguments": {"expression": "6*7"}}
     ]

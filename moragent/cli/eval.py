@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -164,14 +165,22 @@ def tasks(
     try:
         chosen = load_tasks(task_file, limit)
     except TaskFileError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     if not tools:
         err.print(
             "[yellow]warning:[/] no --tools given: the agent has no tools to call", highlight=False
         )
     agent = load_agent(
-        tools, backend, model, adapters, max_steps, 10.0, 0.0, None, use_adapters=not no_adapters
+        tools,
+        backend,
+        model,
+        adapters,
+        max_steps,
+        tool_timeout=10.0,
+        temperature=0.0,
+        system=None,
+        use_adapters=not no_adapters,
     )
 
     with Progress(
@@ -211,7 +220,8 @@ def tasks(
     out.print(table)
     for outcome in report.outcomes:
         if not outcome.solved:
-            err.print(f"[dim]{outcome.task.id}: {'; '.join(outcome.problems)}[/]", highlight=False)
+            problems = escape("; ".join(outcome.problems))
+            err.print(f"[dim]{escape(outcome.task.id)}: {problems}[/]", highlight=False)
     if json_path is not None:
         from moragent.data.io import atomic_writer
 
