@@ -286,8 +286,11 @@ def mor_quality(
         model = PeftModel.from_pretrained(model, str(adapters)).eval()
         trajectories = load_training_data(metadata.data.get("path", data)).trajectories
         train, val = split(trajectories, settings["val_split"], settings["seed"])
-        encode = lambda items: [(i.input_ids, i.role_ids) for i in  # noqa: E731
-                                encode_all(items, tokenizer, 1024, roles=ROLES)[0]]  # fmt: skip
+
+        def encode(items: list) -> list[tuple[list[int], list[int]]]:
+            encoded, _ = encode_all(items, tokenizer, 1024, roles=ROLES)
+            return [(item.input_ids, item.role_ids) for item in encoded]
+
         seqs = encode(train[:calibration]) + encode(val[-held_out:])[:held_out]
         calibration = len(seqs) - min(held_out, len(seqs) - 1)
         source = f"trained mor groups ({adapters})"

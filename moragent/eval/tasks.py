@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -306,8 +307,6 @@ def run_tasks(
         tasks: from ``load_tasks``.
         on_outcome: called after each task (progress display).
     """
-    import time
-
     report = TasksReport()
     for task in tasks:
         started = time.perf_counter()
