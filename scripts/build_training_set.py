@@ -1,9 +1,12 @@
 """Build the default training set from the public data in ../shared/data.
 
 For each set (Seal-Tools, glaive, FireAct): convert, complete with the rules teacher,
-verify; then write the union of the accepted trajectories to one JSONL file (default
-``runs/train.jsonl``) and print, per set, the records read, the trajectories made,
-accepted and rejected by reason. BFCL data is never read here: it is evaluation only.
+verify. Then no-fit trajectories (a query offered tools that cannot serve it, so the
+reasoner calls nothing: ``moragent.data.augment``) are made from the accepted ones, a
+``--no-fit`` share of the total, and verified the same way. The union is written to one
+JSONL file (default ``runs/train.jsonl``), and the script prints, per set, the records
+read, the trajectories made, accepted and rejected by reason. BFCL data is never read
+here: it is evaluation only.
 
     python scripts/build_training_set.py [--data ../shared/data] [-o runs/train.jsonl]
 """
@@ -11,6 +14,7 @@ accepted and rejected by reason. BFCL data is never read here: it is evaluation 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,11 +23,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from moragent.data.augment import no_fit_trajectories
 from moragent.data.complete import complete_file
 from moragent.data.convert import convert_file
 from moragent.data.io import atomic_writer, iter_lines
 from moragent.data.rules import RulesTeacher
 from moragent.data.verify import verify_file
+from moragent.trajectory import Trajectory
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -78,6 +84,35 @@ def build_set(name: str, data: Path, work: Path, seed: int, coerce: bool) -> Set
     return report
 
 
+def build_no_fit(reports: list[SetReport], work: Path, share: float, seed: int) -> SetReport:
+    """No-fit trajectories from the accepted ones: ``share`` of the final total, verified."""
+    report = SetReport("no-fit")
+    pool = [
+        Trajectory.from_dict(json.loads(text))
+        for set_report in reports
+        for path in set_report.accepted_files
+        for _, text in iter_lines(path)
+    ]
+    count = round(len(pool) * share / (1 - share)) if share > 0 else 0
+    made, stats = no_fit_trajectories(pool, count, seed)
+    made_file, accepted, rejected = (
+        work / f"no-fit.{kind}.jsonl" for kind in ("made", "accepted", "rejected")
+    )
+    with atomic_writer(made_file) as out:
+        for trajectory in made:
+            out.write(trajectory.to_json() + "\n")
+    report.records = len(pool)
+    report.trajectories = stats.made
+    if made:
+        checked = verify_file(made_file, accepted, rejected)
+        report.accepted, report.rejected = checked.accepted, checked.rejected
+        report.reasons.update(checked.reasons)
+        report.accepted_files.append(accepted)
+    if stats.no_donor:
+        report.reasons["no-donor"] = stats.no_donor
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
@@ -94,7 +129,16 @@ def main() -> None:
         action="store_true",
         help="do not turn Seal-Tools' numeric strings into numbers",
     )
+    parser.add_argument(
+        "--no-fit",
+        type=float,
+        default=0.15,
+        help="share of no-fit trajectories (a query with tools that cannot serve it) "
+        "in the output; 0 for none",
+    )
     args = parser.parse_args()
+    if not 0 <= args.no_fit < 1:
+        parser.error(f"--no-fit must be in [0, 1), got {args.no_fit}")
     console = Console(soft_wrap=True)
     if not args.data.is_dir():
         raise SystemExit(f"no data folder at {args.data}: see docs/data-format.md for the sources")
@@ -108,6 +152,8 @@ def main() -> None:
             reports.append(
                 build_set(name, args.data, work, args.seed, not args.keep_number_strings)
             )
+    with console.status("making no-fit trajectories"):
+        reports.append(build_no_fit(reports, work, args.no_fit, args.seed))
 
     total = 0
     with atomic_writer(args.output) as out:

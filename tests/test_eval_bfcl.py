@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 
 from moragent.eval import bfcl
 from moragent.eval._bfcl_shim import load_checker
+from moragent.eval.bfcl import BfclQuestion
 from moragent.eval.bfcl_schema import as_declared, json_schema, tool_schema
+from moragent.roles import Role
 from moragent.trajectory import ToolCall
 
 pytestmark = pytest.mark.skipif(
@@ -68,6 +70,23 @@ def test_load_category_first_question_and_limit() -> None:
     assert first.possible_answer == [
         {"calculate_triangle_area": {"base": [10], "height": [5], "unit": ["units", ""]}}
     ]
+
+
+def test_load_category_sample_spreads_evenly_over_the_category() -> None:
+    questions = bfcl.load_category("simple_python", sample=4)
+
+    # 400 questions: every 100th, from the first
+    assert [q.id for q in questions] == [f"simple_python_{i}" for i in (0, 100, 200, 300)]
+    assert [q.id for q in bfcl.load_category("simple_python", limit=10, sample=5)] == [
+        f"simple_python_{i}" for i in (0, 2, 4, 6, 8)
+    ]
+    assert len(bfcl.load_category("multiple", sample=10_000)) == 200
+
+
+def test_spread_keeps_order_and_is_exact() -> None:
+    assert bfcl.spread(list(range(10)), 3) == [0, 3, 6]
+    assert bfcl.spread(list(range(5)), None) == [0, 1, 2, 3, 4]
+    assert bfcl.spread(list(range(5)), 5) == [0, 1, 2, 3, 4]
 
 
 def test_load_category_rejects_unknown_category() -> None:
@@ -339,8 +358,8 @@ def test_run_bfcl_records_a_predictor_crash() -> None:
 def fake_predict(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     calls: list[tuple] = []
 
-    def make_predictor(backend, model, adapters, use_adapters):  # noqa: ANN001, ANN202
-        calls.append((backend, model, adapters, use_adapters))
+    def make_predictor(backend, model, adapters, use_adapters, think=False):  # noqa: ANN001, ANN202
+        calls.append((backend, model, adapters, use_adapters, think))
         return _gold_predictor
 
     module = types.ModuleType("moragent.eval.predict")
@@ -359,7 +378,7 @@ def test_cli_bfcl_runs_prints_table_and_writes_json(fake_predict: list[tuple], t
     )
 
     assert result.exit_code == 0, result.output
-    assert fake_predict == [("llamacpp", None, None, True)]
+    assert fake_predict == [("llamacpp", None, None, True, False)]
     assert "simple_python" in result.stdout and "irrelevance" in result.stdout
     assert "100.0%" in result.stdout and "3/3" in result.stdout
     data = json.loads(out.read_text())
@@ -368,6 +387,19 @@ def test_cli_bfcl_runs_prints_table_and_writes_json(fake_predict: list[tuple], t
         "irrelevance": {"accuracy": 1.0, "n": 3, "schema_valid": 3},
     }
     assert [r["id"] for r in data["results"]][:2] == ["simple_python_0", "simple_python_1"]
+
+
+def test_cli_bfcl_sample_runs_spread_questions(fake_predict: list[tuple], tmp_path) -> None:
+    from moragent.cli.eval import app
+
+    out = tmp_path / "bfcl.json"
+    result = CliRunner().invoke(
+        app, ["bfcl", "--categories", "multiple", "--sample", "4", "--json", str(out)]
+    )
+
+    assert result.exit_code == 0, result.output
+    ids = [r["id"] for r in json.loads(out.read_text())["results"]]
+    assert ids == [f"multiple_{i}" for i in (0, 50, 100, 150)]
 
 
 def test_cli_bfcl_passes_model_and_no_adapters(fake_predict: list[tuple], tmp_path) -> None:
@@ -392,7 +424,7 @@ def test_cli_bfcl_passes_model_and_no_adapters(fake_predict: list[tuple], tmp_pa
     )
 
     assert result.exit_code == 0, result.output
-    assert fake_predict == [("torch", model, None, False)]
+    assert fake_predict == [("torch", model, None, False, False)]
 
 
 def test_cli_bfcl_rejects_unknown_category(fake_predict: list[tuple]) -> None:
@@ -414,3 +446,83 @@ def test_cli_bfcl_without_predictor_module_fails_clearly(monkeypatch: pytest.Mon
     assert result.exit_code == 1
     assert "moragent.eval.predict" in result.output
     assert "cannot run without a predictor" in result.output
+
+
+# -- the predictor ------------------------------------------------------------------------
+
+
+def _triangle_question(category: str) -> BfclQuestion:
+    return BfclQuestion(
+        id=f"{category}_0",
+        category=category,
+        query="Area of a triangle with base 10 and height 5?",
+        functions=[
+            {
+                "name": "triangle_area",
+                "description": "Area of a triangle.",
+                "parameters": {
+                    "type": "dict",
+                    "properties": {"base": {"type": "integer"}, "height": {"type": "integer"}},
+                    "required": ["base", "height"],
+                },
+            }
+        ],
+    )
+
+
+CALL = '{"name": "triangle_area", "arguments": {"base": 10, "height": 5}}'
+
+
+def test_predictor_calls_the_executor_straight_after_the_frame_by_default() -> None:
+    from moragent.backends.scripted import ScriptedBackend
+    from moragent.eval.predict import ExecutorPredictor
+
+    backend = ScriptedBackend([CALL])
+    question = _triangle_question("simple_python")
+    calls = ExecutorPredictor(backend)(question, question.tools)
+
+    assert [call.to_dict() for call in calls] == [json.loads(CALL)]
+    assert [role for role, _ in backend.calls] == [Role.EXECUTOR]
+
+
+def test_predictor_think_lets_the_reasoner_speak_first_held_to_the_executor() -> None:
+    from moragent.backends.scripted import ScriptedBackend
+    from moragent.eval.predict import ExecutorPredictor
+
+    thought = "Thought: triangle_area with base=10, height=5.\nNext: executor"
+    backend = ScriptedBackend([thought, CALL])
+    predictor = ExecutorPredictor(backend, think=True)
+    question = _triangle_question("simple_python")
+    calls = predictor(question, question.tools)
+
+    assert [call.to_dict() for call in calls] == [json.loads(CALL)]
+    (reasoner, constraint), (executor, _) = backend.calls
+    assert (reasoner, executor) == (Role.REASONER, Role.EXECUTOR)
+    assert constraint.next_roles == ("executor",)
+    assert predictor.last_thought == thought
+    # the reasoner's turn is closed before the executor's header is fed
+    assert backend.transcript.index("Next: executor") < backend.transcript.index("[executor]")
+
+
+def test_predictor_irrelevance_may_call_nothing() -> None:
+    from moragent.backends.scripted import ScriptedBackend
+    from moragent.eval.predict import ExecutorPredictor
+
+    backend = ScriptedBackend(["Thought: no tool fits.\nNext: summarizer"])
+    question = _triangle_question("irrelevance")
+    assert ExecutorPredictor(backend, think=True)(question, question.tools) is None
+    assert backend.calls[0][1].next_roles == ("executor", "summarizer")
+
+
+def test_cli_bfcl_baseline_refuses_adapters_and_unknown_predictors(
+    fake_predict: list[tuple],
+) -> None:
+    from moragent.cli.eval import app
+
+    result = CliRunner().invoke(
+        app, ["bfcl", "--predictor", "chatml-function-calling", "--think", "--limit", "1"]
+    )
+    assert result.exit_code == 2 and "--think" in result.output
+    result = CliRunner().invoke(app, ["bfcl", "--predictor", "gorilla", "--limit", "1"])
+    assert result.exit_code == 2 and "chatml-function-calling" in result.output
+    assert fake_predict == []

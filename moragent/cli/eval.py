@@ -32,6 +32,9 @@ from moragent.eval.bfcl import (
 
 app = typer.Typer(help="Evaluate an agent on benchmarks (BFCL).", no_args_is_help=True)
 
+#: who answers BFCL questions: moragent's agent, or llama-cpp-python's own tool calling
+PREDICTORS = ("agent", "chatml-function-calling")
+
 
 @app.callback()
 def main() -> None:
@@ -50,6 +53,14 @@ def bfcl(
     limit: Annotated[
         int | None,
         typer.Option(min=1, help="Run only the first N questions of each category."),
+    ] = None,
+    sample: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Run N questions of each category spread evenly over it (the same ones "
+            "every run; a category's first questions are often its easiest).",
+        ),
     ] = None,
     json_path: Annotated[
         Path | None,
@@ -77,6 +88,23 @@ def bfcl(
         ),
     ] = None,
     no_adapters: NoAdaptersOption = False,
+    think: Annotated[
+        bool,
+        typer.Option(
+            "--think",
+            help="The reasoner writes a thought before the executor's call in every "
+            "category, as in an agent episode (default: only where calling nothing may "
+            "be right).",
+        ),
+    ] = False,
+    predictor: Annotated[
+        str,
+        typer.Option(
+            help="Who answers: 'agent' (moragent's roles on --backend) or "
+            "'chatml-function-calling' (llama-cpp-python's own tool calling on the same "
+            "GGUF, no roles or adapters: a baseline)."
+        ),
+    ] = "agent",
 ) -> None:
     """Run BFCL non-live questions through the executor and score them with BFCL's checker."""
     err = Console(stderr=True)
@@ -94,6 +122,17 @@ def bfcl(
         raise typer.BadParameter(
             "give either --adapters DIR or --no-adapters, not both", param_hint="--adapters"
         )
+    if predictor not in PREDICTORS:
+        raise typer.BadParameter(
+            f"unknown predictor {predictor!r}; choose from: {', '.join(PREDICTORS)}",
+            param_hint="--predictor",
+        )
+    if predictor != "agent" and (adapters is not None or think or backend != "llamacpp"):
+        raise typer.BadParameter(
+            f"{predictor} runs llama-cpp-python on the bare model: it takes none of "
+            "--adapters, --think or another --backend",
+            param_hint="--predictor",
+        )
 
     try:
         data_dir()
@@ -101,7 +140,10 @@ def bfcl(
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
 
-    predict = _predictor(err, backend, model, adapters, not no_adapters)
+    if predictor == "agent":
+        predict = _predictor(err, backend, model, adapters, not no_adapters, think)
+    else:
+        predict = _baseline(err, model)
 
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -115,7 +157,7 @@ def bfcl(
         def progress(done: int, total: int, result: BfclResult) -> None:
             bar.update(task, completed=done, total=total, description=result.category)
 
-        report = run_bfcl(predict, chosen, limit=limit, progress=progress)
+        report = run_bfcl(predict, chosen, limit=limit, progress=progress, sample=sample)
 
     out.print(_table(report))
     failures = sum(result.error_type == "predict_error" for result in report.results)
@@ -231,7 +273,12 @@ def tasks(
 
 
 def _predictor(
-    err: Console, backend: str, model: Path | None, adapters: Path | None, use_adapters: bool
+    err: Console,
+    backend: str,
+    model: Path | None,
+    adapters: Path | None,
+    use_adapters: bool,
+    think: bool = False,
 ) -> Any:
     """The predictor from ``moragent.eval.predict.make_predictor``, or exit with the reason."""
     try:
@@ -245,9 +292,20 @@ def _predictor(
         raise typer.Exit(1) from None
 
     try:
-        return make_predictor(backend, model, adapters, use_adapters)
+        return make_predictor(backend, model, adapters, use_adapters, think=think)
     except (ValueError, OSError, ImportError, RuntimeError) as exc:
         err.print(f"[red]error:[/] cannot start backend {backend!r}: {exc}")
+        raise typer.Exit(1) from None
+
+
+def _baseline(err: Console, model: Path | None) -> Any:
+    """llama-cpp-python's chatml-function-calling on ``model``, or exit with the reason."""
+    from moragent.eval.baseline import ChatmlFunctionCallingPredictor
+
+    try:
+        return ChatmlFunctionCallingPredictor(model)
+    except (ValueError, OSError, ImportError, RuntimeError) as exc:
+        err.print(f"[red]error:[/] cannot start llama-cpp-python: {exc}")
         raise typer.Exit(1) from None
 
 

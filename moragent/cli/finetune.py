@@ -91,6 +91,18 @@ def progress_callback(target: Console) -> Any:
     return _Callback(target)
 
 
+def adapter_options(rank: int | None, alpha: float | None) -> dict[str, Any] | None:
+    """``MoRConfig`` fields from --rank and --alpha (alpha follows the rank: 2 x rank)."""
+    options: dict[str, Any] = {}
+    if rank:
+        options["r"] = rank
+    if alpha is not None:
+        options["lora_alpha"] = alpha
+    elif rank:
+        options["lora_alpha"] = 2.0 * rank
+    return options or None
+
+
 def finetune_command(
     data: Annotated[
         Path,
@@ -140,7 +152,15 @@ def finetune_command(
     eval_steps: Annotated[
         int | None, typer.Option(help="Validate every N steps (default: before and after).")
     ] = None,
-    rank: Annotated[int | None, typer.Option(help="Adapter rank (default 4).")] = None,
+    rank: Annotated[int | None, typer.Option(min=1, help="Adapter rank (default 4).")] = None,
+    alpha: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="LoRA alpha: expert outputs are scaled by alpha / rank. Default: twice the "
+            "rank, so a change of rank keeps the scale.",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train role adapters (MoR or one LoRA per role) on trajectories."""
@@ -161,7 +181,7 @@ def finetune_command(
             method=method,
             out=out,
             resume=resume,
-            adapter_options={"r": rank} if rank else None,
+            adapter_options=adapter_options(rank, alpha),
             callbacks=callbacks,
             epochs=epochs,
             max_steps=max_steps,

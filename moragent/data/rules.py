@@ -1,6 +1,7 @@
 """The ``rules`` teacher: fills missing parts from templates, with no model.
 
-Thoughts are built from the tool descriptions and the calls, observations from the
+Thoughts are built from the tool descriptions and the calls (some name the argument
+values, some leave them to the executor), observations from the
 tools' documented result fields, answers from the observations. Wording varies between
 several templates, chosen by a random generator seeded from the seed, the query and the
 step, so a run is deterministic and independent of the order of the input lines.
@@ -28,6 +29,9 @@ _ONE_CALL = (
     "To get this I should {purpose}. I'll use {name} ({args}).",
     "{name} can {purpose}. Calling it with {args}.",
     "Let me {purpose} first: {name} with {args}.",
+    # without the values: the executor then learns to take them from the context itself
+    "I need to {purpose}, so I will call {name}.",
+    "{name} is the tool for this: it can {purpose}.",
 )
 _MANY_CALLS = (
     "These calls do not depend on each other, so I'll make them together: {items}.",

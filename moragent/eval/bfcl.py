@@ -145,12 +145,17 @@ def data_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
-def load_category(name: str, limit: int | None = None) -> list[BfclQuestion]:
+def load_category(
+    name: str, limit: int | None = None, sample: int | None = None
+) -> list[BfclQuestion]:
     """The questions of one BFCL category, in BFCL's order, with their possible answers.
 
     Args:
         name: a category, e.g. ``simple_python`` (see ``SUPPORTED_CATEGORIES``).
         limit: keep only the first ``limit`` questions.
+        sample: keep ``sample`` questions spread evenly over the category (the same ones
+            on every run: question ``i * n // sample`` for ``i < sample``), applied after
+            ``limit``. A category's first questions are often its easiest.
 
     Raises:
         ValueError: the category is not one this module scores.
@@ -162,7 +167,7 @@ def load_category(name: str, limit: int | None = None) -> list[BfclQuestion]:
             f"choose from: {', '.join(SUPPORTED_CATEGORIES)}"
         )
     root = data_dir()
-    entries = _read_jsonl(_category_file(root, name), limit)
+    entries = spread(_read_jsonl(_category_file(root, name), limit), sample)
 
     answers: dict[str, list[dict[str, Any]]] = {}
     if name not in _RELEVANCE:
@@ -189,6 +194,13 @@ def load_category(name: str, limit: int | None = None) -> list[BfclQuestion]:
             )
         )
     return questions
+
+
+def spread(items: list[Any], count: int | None) -> list[Any]:
+    """``count`` items spread evenly over ``items`` in their order (all when ``None``)."""
+    if count is None or count >= len(items):
+        return items
+    return [items[i * len(items) // count] for i in range(count)]
 
 
 def _category_file(folder: Path, category: str) -> Path:
@@ -285,6 +297,7 @@ def run_bfcl(
     categories: list[str] | tuple[str, ...] = DEFAULT_CATEGORIES,
     limit: int | None = None,
     progress: Progress | None = None,
+    sample: int | None = None,
 ) -> BfclReport:
     """Ask ``predict`` every question of ``categories`` and score each answer with BFCL.
 
@@ -295,8 +308,9 @@ def run_bfcl(
         categories: BFCL categories, run in this order.
         limit: the first ``limit`` questions of each category.
         progress: called after every question as ``progress(done, total, result)``.
+        sample: ``sample`` questions of each category, spread evenly over it.
     """
-    questions = [q for category in categories for q in load_category(category, limit)]
+    questions = [q for category in categories for q in load_category(category, limit, sample)]
     report = BfclReport()
     for done, question in enumerate(questions, start=1):
         tools = question.tools

@@ -3,7 +3,10 @@
 Each question runs in a fresh session on the same transcript the agent uses: the frame
 (system text, tool catalogue, question) under the reasoner, then the executor's turn,
 constrained to valid calls of the candidate tools. For the relevance categories the
-reasoner speaks first and may hand over to the summarizer: that is "no call".
+reasoner speaks first and may hand over to the summarizer: that is "no call". With
+``think``, the reasoner writes its thought before the executor in every category, as
+in an agent episode (where the category does not allow "no call", its choice of next
+role is held to the executor).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class ExecutorPredictor:
         max_tokens: the executor's token limit.
         parallel_calls: let the executor write a list of calls (every category gets the
             same constraint: the category is not revealed to the model).
+        think: the reasoner's thought goes before the executor's call in every category.
     """
 
     def __init__(
@@ -46,13 +50,17 @@ class ExecutorPredictor:
         prompts: Prompts = DEFAULT_PROMPTS,
         max_tokens: int = 1024,
         parallel_calls: bool = True,
+        think: bool = False,
     ) -> None:
         self.backend = backend
+        self.think = think
         self.prompts = prompts
         self.max_tokens = max_tokens
         self.parallel_calls = parallel_calls
         #: raw executor output of the last question, for inspection
         self.last_output = ""
+        #: the reasoner's output of the last question ("" when it did not speak)
+        self.last_thought = ""
 
     def __call__(
         self, question: BfclQuestion, tools: list[dict[str, Any]]
@@ -60,13 +68,18 @@ class ExecutorPredictor:
         backend, prompts = self.backend, self.prompts
         backend.reset()
         frame = prompts.frame(tools, question.query, question.system)
-        if question.category in REASONER_CATEGORIES:
+        self.last_thought = ""
+        may_skip = question.category in REASONER_CATEGORIES
+        if may_skip or self.think:
             thought = backend.generate(
                 Role.REASONER,
                 frame + prompts.header(Role.REASONER),
-                max_tokens=128,
-                constraint=reasoner_constraint(),
+                max_tokens=160,
+                constraint=reasoner_constraint()
+                if may_skip
+                else reasoner_constraint((Role.EXECUTOR,)),
             )
+            self.last_thought = thought.text
             if parse_reasoner(thought.text).next is not Role.EXECUTOR:
                 return None
             backend.feed(Role.REASONER, prompts.end)
@@ -90,7 +103,8 @@ def make_predictor(
     model: str | Path | None = None,
     adapters: str | Path | None = None,
     use_adapters: bool = True,
+    think: bool = False,
 ) -> ExecutorPredictor:
     """An ``ExecutorPredictor`` on a backend built by name (see ``moragent.backends``)."""
     backend = make_backend(backend_name, model, adapters if use_adapters else False)
-    return ExecutorPredictor(backend)
+    return ExecutorPredictor(backend, think=think)

@@ -1,0 +1,152 @@
+"""``augment``: no-fit trajectories, where the right move is to call nothing.
+
+The public tool-use sets almost never show a question that none of the offered tools
+can serve, so a model tuned on them calls *something* every time (BFCL's
+``irrelevance`` category measures exactly this). A no-fit trajectory takes the query
+of one trajectory and the tools of another that cannot serve it: the reasoner says so
+and hands over to the summarizer, who tells the user what is missing.
+
+"Cannot serve it" is checked, not assumed: the donor's tools share no name with the
+tools the query was written for, and no content word of the query appears in the
+donor tools' names or descriptions, and no donor tool is a general search (a web or
+Wikipedia search can serve almost any question). Pairs that fail the check are skipped,
+so the number made can fall short of the number asked for; the stats say how many.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from moragent.roles import Role
+from moragent.trajectory import ReasonerStep, SummarizerStep, Trajectory
+
+_THOUGHTS = (
+    "None of the tools here ({names}) can do this, so there is nothing useful to call.",
+    "The tools I have ({names}) are for other things: {purpose}. No call fits this question.",
+    "No tool fits this request: {names} would not help with it.",
+    "{first} can only {purpose}, which is not what is asked. I should not call any tool.",
+)
+_ANSWERS = (
+    "I can't help with that using the tools I have: {names} cannot do it.",
+    "None of my tools ({names}) can do this, so I can't answer it reliably.",
+    "Sorry, that is outside what my tools can do ({first} can only {purpose}).",
+)
+#: a purpose longer than this is not quoted (templates without it are used)
+_MAX_PURPOSE = 90
+#: words that mark a general search tool, which fits almost any question
+_GENERAL = frozenset({"search", "wikipedia", "google", "internet", "browse", "lookup"})
+_STOP = frozenset(
+    """about above after again also another any around because been before being below
+    between both can't could does doing down during each from further have having here
+    into itself just more most much must need only other over same should some such than
+    that their them then there these they this those through under until very want what
+    when where which while will with would your yours please give tell find show make""".split()
+)
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-case words of four letters or more, without common function words.
+
+    Crude stemming (a trailing "s" dropped) so that "hotel" meets "hotels".
+    """
+    words = re.findall(r"[a-z]{4,}", re.sub(r"([a-z])([A-Z])", r"\1 \2", text).lower())
+    return {word.removesuffix("s") for word in words if word not in _STOP}
+
+
+def tool_words(tools: Iterable[dict[str, Any]]) -> set[str]:
+    """The content words of tools' names and descriptions (``get_hotel`` gives ``hotel``)."""
+    text = " ".join(
+        f"{tool.get('name', '')} {tool.get('description', '')}".replace("_", " ") for tool in tools
+    )
+    return content_words(text)
+
+
+def fits_nothing(trajectory: Trajectory, tools: list[dict[str, Any]]) -> bool:
+    """Whether ``tools`` plainly cannot serve ``trajectory``'s query (see the module doc)."""
+    own = {tool.get("name") for tool in trajectory.tools} | {call.name for call in trajectory.calls}
+    if not own or own & {tool.get("name") for tool in tools}:
+        return False
+    words = tool_words(tools)
+    return not (words & _GENERAL or content_words(trajectory.query) & words)
+
+
+def _purpose(tool: dict[str, Any]) -> str:
+    """A tool's description as a short lower-case verb phrase."""
+    text = str(tool.get("description", "")).strip().split(". ")[0].rstrip(".")
+    if not text:
+        return f"run {tool.get('name')}"
+    return text if text[:2].isupper() else text[0].lower() + text[1:]
+
+
+def no_fit_trajectory(
+    trajectory: Trajectory, tools: list[dict[str, Any]], rng: random.Random
+) -> Trajectory:
+    """``trajectory``'s query offered ``tools`` instead: the reasoner calls nothing."""
+    names = ", ".join(str(tool.get("name")) for tool in tools)
+    purpose = _purpose(tools[0])
+    fill = {"names": names, "first": tools[0].get("name"), "purpose": purpose}
+    quotable = len(purpose) <= _MAX_PURPOSE
+    thought = rng.choice([t for t in _THOUGHTS if quotable or "{purpose}" not in t])
+    answer = rng.choice([a for a in _ANSWERS if quotable or "{purpose}" not in a])
+    thought, answer = thought.format(**fill), answer.format(**fill)
+    return Trajectory(
+        query=trajectory.query,
+        tools=tools,
+        steps=[
+            ReasonerStep(thought, Role.SUMMARIZER, synthetic=True),
+            SummarizerStep(answer, synthetic=True),
+        ],
+        system=trajectory.system,
+        meta={
+            "source": "augment:no-fit",
+            "query_from": trajectory.meta.get("id") or trajectory.meta.get("source"),
+        },
+    )
+
+
+@dataclass
+class AugmentStats:
+    """How many no-fit trajectories were asked for and made."""
+
+    asked: int = 0
+    made: int = 0
+    #: query trajectories for which no donor passed the check
+    no_donor: int = 0
+
+
+def no_fit_trajectories(
+    trajectories: list[Trajectory],
+    count: int,
+    seed: int = 0,
+    max_tools: int = 3,
+    tries: int = 20,
+) -> tuple[list[Trajectory], AugmentStats]:
+    """Up to ``count`` no-fit trajectories from the queries and tools of ``trajectories``.
+
+    Each uses a distinct query (only trajectories that call a tool), paired with one to
+    ``max_tools`` tools of a donor that passes :func:`fits_nothing`; ``tries`` donors
+    are drawn per query before it is given up.
+    """
+    rng = random.Random(seed)
+    stats = AugmentStats(asked=count)
+    donors = [t for t in trajectories if t.tools]
+    queries = [t for t in trajectories if t.calls and not t.history]
+    rng.shuffle(queries)
+    made: list[Trajectory] = []
+    for source in queries:
+        if len(made) >= count or not donors:
+            break
+        for _ in range(tries):
+            donor = rng.choice(donors)
+            tools = rng.sample(donor.tools, min(len(donor.tools), rng.randint(1, max_tools)))
+            if fits_nothing(source, tools):
+                made.append(no_fit_trajectory(source, tools, rng))
+                break
+        else:
+            stats.no_donor += 1
+    stats.made = len(made)
+    return made, stats
