@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -77,19 +78,57 @@ def resolve_base(base: str | Path | None) -> BaseModel:
     )
 
 
+#: the on-disk memo of file hashes, in the cache folder
+HASH_MEMO = "hashes.json"
+
+
 def file_hash(path: str | Path) -> str:
-    """SHA-256 of a file (memoised by path, size and modification time)."""
+    """SHA-256 of a file, memoised by path, size and modification time.
+
+    The memo lives in this process and in ``hashes.json`` of the cache folder, so a
+    98 MB base model is hashed once, not at every start of ``moragent chat`` with
+    adapters. A file changed in place gets a new modification time, hence a new hash.
+    """
     stat = Path(path).stat()
     return _file_hash(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=64)
 def _file_hash(path: str, size: int, mtime_ns: int) -> str:
+    key = f"{path}|{size}|{mtime_ns}"
+    memo_path = cache_dir() / HASH_MEMO
+    memo = _read_memo(memo_path)
+    if key in memo:
+        return memo[key]
+
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
-    return digest.hexdigest()
+    value = digest.hexdigest()
+
+    # only large files are worth remembering; a memo that cannot be written is no error
+    if size >= 1 << 20:
+        memo = {k: v for k, v in memo.items() if not k.startswith(f"{path}|")}
+        memo[key] = value
+        try:
+            memo_path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(
+                "w", dir=memo_path.parent, suffix=".tmp", delete=False
+            ) as out:
+                json.dump(memo, out)
+            os.replace(out.name, memo_path)
+        except OSError as exc:
+            logger.debug("cannot write the hash memo %s: %s", memo_path, exc)
+    return value
+
+
+def _read_memo(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def folder_hash(path: str | Path) -> str:
