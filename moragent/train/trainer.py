@@ -5,6 +5,12 @@ The training loss is ``CE + a1 * L_aux + a2 * L_orth`` (coefficients from the ad
 from the collator to the model untouched (``remove_unused_columns=False``), so
 ``accelerate launch`` / ``torchrun`` give DDP, FSDP or DeepSpeed with no code here.
 
+The cross-entropy is computed from the logits of the positions that predict a labelled
+token only (``logits_to_keep`` with a boolean mask): the output projection onto the
+vocabulary and the softmax cost about a fifth of SmolLM2-135M's forward per position, and
+about three quarters of a trajectory's positions (system text, tool catalogue,
+observations) carry no label. The loss is the same as the model's own.
+
 ``evaluate`` reports the validation loss over all trainable tokens (``eval_loss``) and per
 role (``eval_loss_<role>``): the mean cross-entropy over the tokens that role generates.
 """
@@ -34,6 +40,30 @@ def _mor_config(model: torch.nn.Module) -> Any:
     raise ValueError(
         "the model has no MoR adapter: wrap it with get_peft_model(model, MoRConfig())"
     )
+
+
+def labelled_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Batch x sequence mask of the positions whose next token carries a label."""
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return keep
+
+
+def kept_token_loss(
+    outputs: Any, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None
+) -> torch.Tensor:
+    """Cross-entropy of logits kept at ``labelled_positions(labels)`` (flattened, row-major).
+
+    Summed and divided by ``num_items_in_batch`` when the Trainer gives it (the tokens of
+    the whole accumulated batch), else the mean: the two reductions of the model's own loss.
+    """
+    targets = labels[:, 1:]
+    targets = targets[targets != IGNORE_INDEX]
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets, reduction="sum")
+    if num_items_in_batch is not None:
+        return loss / num_items_in_batch
+    return loss / max(targets.numel(), 1)
 
 
 def role_token_losses(
@@ -68,6 +98,7 @@ class MoRTrainer(Trainer):
     """
 
     def __init__(self, *args: Any, roles: list[str], **kwargs: Any) -> None:
+        kwargs.setdefault("compute_loss_func", kept_token_loss)
         super().__init__(*args, **kwargs)
         self.roles = list(roles)
         config = _mor_config(self.model)
@@ -82,7 +113,9 @@ class MoRTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> Any:
-        """The model's cross-entropy plus the MoR auxiliary losses of the same forward."""
+        """The cross-entropy (of labelled positions) plus the MoR losses of the same forward."""
+        if self.compute_loss_func is kept_token_loss and "labels" in inputs:
+            inputs = {**inputs, "logits_to_keep": labelled_positions(inputs["labels"])}
         loss, outputs = super().compute_loss(
             model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
         )
