@@ -3,7 +3,11 @@
 SmolLM2-135M (loaded from its GGUF, or built from the same config at random with
 ``--random``), batch 4 x 256 tokens, bf16 autocast on CPU, AdamW steps. Variants:
 
-- ``mor``: ``MoRConfig()`` defaults (efficient forward);
+- ``mor``: ``MoRConfig()`` defaults (the ``role_dense`` dispatch: two products per
+  module over the A and B sides of the roles present, each token's other roles masked
+  to zero);
+- ``mor-masked``: ``MoRConfig(dispatch="masked")``: tokens gathered by role, each role's
+  experts computed on its own tokens only, results put back in token order;
 - ``lora``: peft ``LoraConfig`` with the same rank, alpha, dropout and target modules;
 - ``dense``: ``MoRConfig()`` run through the naive dense reference forward.
 
@@ -39,7 +43,7 @@ import time
 from pathlib import Path
 
 BATCH, LENGTH = 4, 256
-VARIANTS = ("mor", "lora", "dense")
+VARIANTS = ("mor", "mor-masked", "lora", "dense")
 #: glibc: blocks of 64 KiB and more get their own mapping, returned to the system on free
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
 
@@ -138,6 +142,8 @@ def run_variant(variant: str, model_dir: str, steps: int, threads: int) -> dict[
             lora_dropout=mor_config.lora_dropout,
             target_modules=list(mor_config.target_modules),
         )
+    elif variant == "mor-masked":
+        config = MoRConfig(dispatch="masked")
     else:
         config = mor_config
     model = get_peft_model(base, config)
@@ -237,12 +243,12 @@ def main() -> None:
     print("(memory runs with MALLOC_MMAP_THRESHOLD_=65536); saved = tensors kept for backward")
     print(f"load average: {os.getloadavg()[0]:.1f}")
     print(
-        f"{'variant':<8} {'trainable':>11} {'s/step':>8} {'peak MiB':>9} {'saved MiB':>10}"
+        f"{'variant':<10} {'trainable':>11} {'s/step':>8} {'peak MiB':>9} {'saved MiB':>10}"
         f" {'loss':>7}"
     )
     for variant, row in results.items():
         print(
-            f"{variant:<8} {row['trainable']:>11,} {row['seconds']:>8.2f} "
+            f"{variant:<10} {row['trainable']:>11,} {row['seconds']:>8.2f} "
             f"{row['memory'] / 2**20:>9.0f} {row['saved'] / 2**20:>10.0f} {row['loss']:>7.3f}"
         )
     if len(results) < len(VARIANTS):
@@ -253,6 +259,11 @@ def main() -> None:
         f"memory {mor['memory'] / lora['memory']:.2f}x (goal <= 1.3; saved tensors "
         f"{mor['saved'] / lora['saved']:.2f}x); "
         f"dense/mor time {dense['seconds'] / mor['seconds']:.2f}x (goal >= 2)"
+    )
+    masked = results["mor-masked"]
+    print(
+        f"mor-masked/lora time {masked['seconds'] / lora['seconds']:.2f}x, "
+        f"memory {masked['memory'] / lora['memory']:.2f}x"
     )
 
 

@@ -93,7 +93,14 @@ def test_zero_b_gives_the_base_logits_exactly(kind: str, method: str) -> None:
 
 @pytest.mark.parametrize("kind", ["llama", "gemma3"])
 @pytest.mark.parametrize(
-    ("method", "dispatch"), [("mor", "masked"), ("mor", "grouped"), ("lora", "masked")]
+    ("method", "dispatch"),
+    [
+        ("mor", "role_dense"),
+        ("mor", "masked"),
+        ("mor", "grouped"),
+        ("lora", "role_dense"),
+        ("lora", "masked"),
+    ],
 )
 @pytest.mark.parametrize("seed", [1, 2])
 def test_efficient_forward_equals_dense_reference(
@@ -131,7 +138,7 @@ def test_single_role_batch_matches_dense_and_skips_routing_of_others() -> None:
 
 
 @pytest.mark.parametrize("method", ["mor", "lora"])
-@pytest.mark.parametrize("dispatch", ["masked", "grouped"])
+@pytest.mark.parametrize("dispatch", ["role_dense", "masked", "grouped"])
 def test_gradients_reach_only_roles_in_the_batch(method: str, dispatch: str) -> None:
     model = adapted("llama", method=method, dispatch=dispatch)
     model.train()

@@ -83,7 +83,7 @@ class MoRConfig(PeftConfig):
     num_experts: int | dict[str, int] = field(default_factory=_default_num_experts)
     top_k: int | dict[str, int] = field(default_factory=_default_top_k)
     shared_expert: bool = field(default=True)
-    dispatch: Literal["masked", "grouped"] = field(default="masked")
+    dispatch: Literal["role_dense", "masked", "grouped"] = field(default="role_dense")
     target_modules: list[str] | str | None = field(
         default_factory=lambda: list(DEFAULT_TARGET_MODULES)
     )
@@ -113,8 +113,10 @@ class MoRConfig(PeftConfig):
     def _validate(self) -> None:
         if self.method not in ("mor", "lora"):
             raise ValueError(f"unknown MoR method {self.method!r}: use 'mor' or 'lora'")
-        if self.dispatch not in ("masked", "grouped"):
-            raise ValueError(f"unknown dispatch {self.dispatch!r}: use 'masked' or 'grouped'")
+        if self.dispatch not in ("role_dense", "masked", "grouped"):
+            raise ValueError(
+                f"unknown dispatch {self.dispatch!r}: use 'role_dense', 'masked' or 'grouped'"
+            )
         if not self.roles or len(set(self.roles)) != len(self.roles):
             raise ValueError(f"roles must be distinct names, at least one; got {self.roles}")
         bad = [role for role in self.roles if not role or "." in role]

@@ -44,11 +44,19 @@ class RoleBatch:
         positions: per role, the flat positions of its tokens (ascending).
         restore: where each token sits in the role-sorted order (the positions of all
             roles concatenated), to put per-role results back in token order.
+        counts: number of tokens of each role.
     """
 
     role_ids: torch.Tensor
     positions: list[torch.Tensor]
     restore: torch.Tensor
+    counts: tuple[int, ...] = ()
+    #: tensors derived from the roles that every adapted layer of this forward shares
+    _cache: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = tuple(int(index.numel()) for index in self.positions)
 
     @property
     def num_tokens(self) -> int:
@@ -58,6 +66,30 @@ class RoleBatch:
     def positions_on(self, device: torch.device) -> list[torch.Tensor]:
         """The per-role positions on ``device`` (layers of a model split over devices)."""
         return [index.to(device) for index in self.positions]
+
+    def slot_mask(self, slot_roles: tuple[int, ...], scale: float, device: Any) -> torch.Tensor:
+        """Tokens x slots float32: ``scale`` where the token's role is the slot's role, else 0.
+
+        Computed once per forward (and per layout, scale and device), then shared by the
+        layers: the role mask of the role-dense dispatch.
+        """
+        key = ("slot_mask", slot_roles, scale, str(device))
+        mask = self._cache.get(key)
+        if mask is None:
+            ids = self.role_ids.to(device)
+            wanted = torch.tensor(slot_roles, dtype=ids.dtype, device=device)
+            mask = (ids.unsqueeze(1) == wanted).to(torch.float32) * scale
+            self._cache[key] = mask
+        return mask
+
+    def ones(self, columns: int, device: Any) -> torch.Tensor:
+        """Tokens x ``columns`` float32 ones (weights of experts that are not routed)."""
+        key = ("ones", columns, str(device))
+        ones = self._cache.get(key)
+        if ones is None:
+            ones = torch.ones(self.num_tokens, columns, device=device)
+            self._cache[key] = ones
+        return ones
 
 
 @dataclass
@@ -148,7 +180,7 @@ def make_role_batch(
     counts = torch.bincount(flat, minlength=num_roles).tolist()
     positions = list(torch.split(order, counts))
     restore = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=device))
-    return RoleBatch(role_ids=flat, positions=positions, restore=restore)
+    return RoleBatch(role_ids=flat, positions=positions, restore=restore, counts=tuple(counts))
 
 
 def _token_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Size | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -74,10 +75,76 @@ def gather_linear(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) ->
 
 def route(logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Softmax router: probabilities, top-k expert indices and renormalised top-k weights."""
-    probs = torch.softmax(logits.float(), dim=-1)
+    probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
     top_probs, top_index = probs.topk(top_k, dim=-1)
     weights = top_probs / top_probs.sum(dim=-1, keepdim=True)
     return probs, top_index, weights
+
+
+@dataclass(frozen=True)
+class RoleDensePlan:
+    """Where each piece of the role-dense dispatch sits, for one adapter and set of roles.
+
+    The input meets one matrix whose rows are, for the roles present in the forward: the
+    routers of the routed roles, then one gate row per role (with shared experts), then
+    per role its shared A and its experts' A. The A-side columns of the product form
+    ``slots`` blocks of ``r`` columns (per role: shared expert, then experts), each with
+    one coefficient per token (gate or routing weight, times the role mask and scaling).
+
+    Attributes:
+        roles: the present roles' names, in role order.
+        role_index: their indices.
+        routed: per routed role: (name, first router column, experts, top-k).
+        gate_start: first gate column, ``None`` without shared experts.
+        hidden_start: first A-side column.
+        slot_roles: the role index of every slot.
+        coefficients: per slot group in slot order: ``("gate", j)`` (the gate of present
+            role ``j``), ``("routed", i)`` (routing weights of ``routed[i]``) or
+            ``("one", n)`` (``n`` experts without a router).
+    """
+
+    roles: tuple[str, ...]
+    role_index: tuple[int, ...]
+    routed: tuple[tuple[str, int, int, int], ...]
+    gate_start: int | None
+    hidden_start: int
+    slot_roles: tuple[int, ...]
+    coefficients: tuple[tuple[str, int], ...]
+
+
+def make_role_dense_plan(config: MoRConfig, counts: tuple[int, ...]) -> RoleDensePlan:
+    """The layout of the role-dense dispatch for the roles with tokens (``counts > 0``)."""
+    present = [(index, role) for index, role in enumerate(config.roles) if counts[index] > 0]
+    shared = config.has_shared_expert()
+    routed, column = [], 0
+    for _, role in present:
+        if config.has_router(role):
+            experts = config.experts_of(role)
+            routed.append((role, column, experts, config.top_k_of(role)))
+            column += experts
+    gate_start = column if shared else None
+    hidden_start = column + (len(present) if shared else 0)
+    slot_roles: list[int] = []
+    coefficients: list[tuple[str, int]] = []
+    routed_names = [entry[0] for entry in routed]
+    for j, (index, role) in enumerate(present):
+        experts = config.experts_of(role)
+        if shared:
+            coefficients.append(("gate", j))
+        if role in routed_names:
+            coefficients.append(("routed", routed_names.index(role)))
+        else:
+            coefficients.append(("one", experts))
+        slot_roles += [index] * (int(shared) + experts)
+    return RoleDensePlan(
+        roles=tuple(role for _, role in present),
+        role_index=tuple(index for index, _ in present),
+        routed=tuple(routed),
+        gate_start=gate_start,
+        hidden_start=hidden_start,
+        slot_roles=tuple(slot_roles),
+        coefficients=tuple(coefficients),
+    )
 
 
 class MoRLayer(BaseTunerLayer):
@@ -101,6 +168,8 @@ class MoRLayer(BaseTunerLayer):
         self.mor_dropout = nn.ModuleDict()
         self.mor_config: dict[str, MoRConfig] = {}
         self.router_probs: dict[str, dict[str, torch.Tensor]] = {}
+        #: role-dense layouts, per (adapter, roles with tokens): plain Python, never saved
+        self._role_dense_plans: dict[tuple[str, tuple[bool, ...]], RoleDensePlan] = {}
         self._disable_adapters = False
         self.merged_adapters: list[str] = []
 
@@ -136,6 +205,7 @@ class MoRLayer(BaseTunerLayer):
         dropout = nn.Dropout(config.lora_dropout) if config.lora_dropout > 0 else nn.Identity()
         self.mor_dropout[adapter_name] = dropout
         self.mor_config[adapter_name] = config
+        self._role_dense_plans.clear()
 
         self.reset_parameters(adapter_name, config.init_weights)
         self._move_adapter_to_device_of_base_layer(adapter_name)
@@ -197,13 +267,17 @@ class MoRLinear(nn.Module, MoRLayer):
         self.update_layer(adapter_name, config)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        result = self.base_layer(x, *args, **kwargs)
         self.router_probs = {}
-        if self.disable_adapters:
-            return result
-        active = [name for name in self.active_adapters if name in self.mor_A]
+        active = [] if self.disable_adapters else self.active_adapters
+        active = [name for name in active if name in self.mor_A]
         if not active:
-            return result
+            return self.base_layer(x, *args, **kwargs)
+        device_type = x.device.type
+        if torch.is_autocast_enabled(device_type) and x.is_floating_point():
+            # cast the input once for the base layer (autocast would make its own copy) and
+            # the adapters alike: the backward pass keeps this one copy for both
+            x = x.to(torch.get_autocast_dtype(device_type))
+        result = self.base_layer(x, *args, **kwargs)
 
         batch = self.role_state.batch
         x2d = x.reshape(-1, x.shape[-1])
@@ -244,11 +318,16 @@ class MoRLinear(nn.Module, MoRLayer):
 
             return dense_delta(self, adapter_name, x2d, batch.role_ids)
 
-        # autocast is off below: the masked dispatch casts to ``compute`` itself, the grouped
-        # one runs in the experts' own dtype (float32 by default; see _GatherLinear)
+        # autocast is off below: the role-dense and masked dispatches cast to ``compute``
+        # themselves, the grouped one runs in the experts' own dtype (float32 by default;
+        # see _GatherLinear)
         probs: dict[str, torch.Tensor] = {}
         self.router_probs[adapter_name] = probs
-        grouped = self.mor_config[adapter_name].dispatch == "grouped"
+        dispatch = self.mor_config[adapter_name].dispatch
+        if dispatch == "role_dense":
+            with torch.autocast(device_type, enabled=False):
+                return self._role_dense_delta(adapter_name, x2d, batch, probs, compute)
+        grouped = dispatch == "grouped"
         out: torch.Tensor | None = None
         role_deltas = []
         with torch.autocast(device_type, enabled=False):
@@ -277,6 +356,84 @@ class MoRLinear(nn.Module, MoRLayer):
                 # token order (unlike index_add_, this saves no per-role output for backward)
                 out = torch.cat(role_deltas).index_select(0, batch.restore.to(x2d.device))
         return out
+
+    def _role_dense_delta(
+        self,
+        adapter_name: str,
+        x2d: torch.Tensor,
+        batch: Any,
+        probs: dict[str, torch.Tensor],
+        compute: torch.dtype | None = None,
+    ) -> torch.Tensor | None:
+        """The delta of every token in two products, without gathering tokens by role.
+
+        The first product meets every token with the A-side rows of all present roles
+        (routers, gates, shared and routed A: few rows next to the base layer's); each
+        token then keeps only the hidden r-vectors of its own role (the others are
+        multiplied by zero, so the role mask is exact) weighted by its gate and routing;
+        the second product meets them with the B columns of all present roles. Roles
+        without tokens take no part, so their parameters get no gradient.
+        """
+        config = self.mor_config[adapter_name]
+        present = tuple(count > 0 for count in batch.counts)
+        plan = self._role_dense_plans.get((adapter_name, present))
+        if plan is None:
+            plan = make_role_dense_plan(config, batch.counts)
+            self._role_dense_plans[(adapter_name, present)] = plan
+        if not plan.roles:
+            return None
+
+        shared = plan.gate_start is not None
+        experts_a, experts_b = self.mor_A[adapter_name], self.mor_B[adapter_name]
+        rows = [self.mor_router[adapter_name][role] for role, *_ in plan.routed]
+        if shared:
+            rows += [self.mor_gate[adapter_name][role] for role in plan.roles]
+        columns = []
+        for role in plan.roles:
+            a, b = experts_a[role], experts_b[role]
+            if shared:
+                rows.append(self.mor_shared_A[adapter_name][role])
+                columns.append(self.mor_shared_B[adapter_name][role].unsqueeze(1))
+            rows.append(a.reshape(-1, a.shape[-1]))
+            columns.append(b.permute(1, 0, 2))  # d_out x experts x r
+        weight_a = torch.cat(rows) if len(rows) > 1 else rows[0]
+        weight_b = torch.cat(columns, dim=1) if len(columns) > 1 else columns[0]
+        weight_b = weight_b.reshape(weight_b.shape[0], -1)
+        if compute is not None:
+            weight_a, weight_b = weight_a.to(compute), weight_b.to(compute)
+        if x2d.dtype != weight_a.dtype:
+            x2d = x2d.to(weight_a.dtype)
+        fused = F.linear(x2d, weight_a)
+
+        num_tokens, slots = fused.shape[0], len(plan.slot_roles)
+        device = x2d.device
+        mask = batch.slot_mask(plan.slot_roles, self.scaling(adapter_name), device)
+        if all(kind == "one" for kind, _ in plan.coefficients):
+            coefficients = mask
+        else:
+            gates = None
+            if shared:
+                start = plan.gate_start
+                gates = torch.sigmoid(fused[:, start : start + len(plan.roles)])
+            routing = []
+            positions = batch.positions_on(device) if plan.routed else []
+            for role, start, experts, top_k in plan.routed:
+                role_probs, top_index, weights = route(fused[:, start : start + experts], top_k)
+                # the load-balancing loss sees the router probabilities of the role's own tokens
+                probs[role] = role_probs.index_select(0, positions[config.roles.index(role)])
+                routing.append(torch.zeros_like(role_probs).scatter(1, top_index, weights))
+            pieces = []
+            for kind, value in plan.coefficients:
+                if kind == "gate":
+                    pieces.append(gates[:, value : value + 1])
+                elif kind == "routed":
+                    pieces.append(routing[value])
+                else:
+                    pieces.append(batch.ones(value, device))
+            coefficients = torch.cat(pieces, dim=1) * mask
+        hidden = fused[:, plan.hidden_start :].view(num_tokens, slots, config.r)
+        hidden = (hidden * coefficients.unsqueeze(2)).view(num_tokens, -1)
+        return F.linear(hidden.to(weight_b.dtype), weight_b)
 
     def _role_pieces_masked(
         self,
