@@ -58,12 +58,19 @@ class MoRConfig(PeftConfig):
             (roles missing from it get ``FALLBACK_NUM_EXPERTS``). Ignored for ``lora``.
         top_k: experts each token is routed to, per role, as ``num_experts``.
         shared_expert: whether each role has the always-on, gated shared expert.
-        dispatch: how a role's tokens reach its routed experts. Both touch only the
-            token's own role group. ``"masked"`` (default) runs all experts of the role on
-            the role's tokens, with zero weight outside each token's top-k: two matrix
-            products per role, fastest on CPU where small ops dominate. ``"grouped"``
-            runs only the top-k experts of each token, one gather and product per expert
-            (fewer FLOPs, more ops; for many experts or large ranks).
+        dispatch: how tokens reach their role's experts. Every choice gives the same
+            output (the role mask is exact) and no gradient to roles absent from the
+            batch; they differ in the arithmetic done. ``"role_dense"`` (default) meets
+            every token with the low-rank A and B sides of all roles present in the
+            forward in two matrix products per module and multiplies the other roles'
+            hidden values by zero: a token pays for the present roles' rank-r products
+            (a few dozen columns next to the base layer's hundreds), in the fewest ops,
+            fastest on CPU at training shapes. ``"masked"`` gathers each role's tokens and
+            runs only that role's experts on them (two products per role, with zero
+            weight outside each token's top-k): only the token's own role group is
+            computed, at the cost of a gather, a scatter and ~25 small ops per role and
+            module. ``"grouped"`` runs only each token's top-k experts, one gather and
+            product per expert (fewest FLOPs, most ops; for many experts or large ranks).
         target_modules: names (suffixes) of the ``nn.Linear`` modules to adapt, or a regex.
         exclude_modules: names or a regex of modules not to adapt.
         init_weights: ``True`` starts every B at zero, so the adapted model equals the
