@@ -1,15 +1,22 @@
 """Per-role GGUF LoRA adapters on llama.cpp: parity with transformers, switch cost, throughput.
 
 Run: MORAGENT_THREADS=1 python benchmarks/bench_switch.py [--positions 200] [--data FILE]
+     [--model smollm2|gemma3|FILE.gguf] [--base-dtype quantized|f32|f16] [--parity-only]
 
 With no trained adapters at hand it makes random ``lora`` role adapters (B scaled to
-change a good share of the next-token choices) on the embedded SmolLM2-135M GGUF,
-exports them with ``moragent export`` and measures:
+change a good share of the next-token choices) on the base GGUF (the embedded
+SmolLM2-135M unless ``--model`` says otherwise), exports them with ``moragent export``
+and measures:
 
-1. parity: next-token top-1 agreement of llama.cpp (Q4_1 GGUF + exported adapters,
+1. parity: next-token top-1 agreement of llama.cpp (the GGUF + exported adapters,
    switched at each segment) with transformers (the same GGUF dequantized, MoR ``lora``
    adapters, role ids per token) on real trajectories, per role, and the same for the
-   base model without adapters;
+   base model without adapters. ``--base-dtype f32`` runs both on an unquantized copy
+   of the GGUF (``moragent.export.unquantized``: the same weights, stored F32), so that
+   llama.cpp's quantized matmuls (Q8 activations against Q4 weights) drop out and only
+   a real mismatch of the two implementations would be left. At each disagreement the
+   transformers margin between its own top-1 and llama.cpp's choice is reported: near
+   ties (small margins) are arithmetic, large ones a bug;
 2. one adapter switch (``llama_set_adapters_lora``): median microseconds; tokens
    re-evaluated at switches;
 3. an episode (prefill of prompts, token-by-token decode of role turns) with three
@@ -19,6 +26,8 @@ exports them with ``moragent export`` and measures:
    the collapse is measured): top-1 agreement and mean KL per role. Random groups, or
    trained ones with ``--adapters DIR`` (a ``moragent finetune --method mor`` folder;
    compared on trajectories of its validation split). ``--mor-only`` runs just this part.
+
+Parts 2 to 5 use the embedded SmolLM2-135M; ``--parity-only`` stops after part 1.
 """
 
 from __future__ import annotations
@@ -47,17 +56,35 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def make_lora_adapters(folder: Path, b_scale: float) -> tuple[object, object]:
-    """Random ``lora`` role adapters on the default GGUF, saved with moragent.json."""
+def base_gguf(model: str, dtype: str) -> Path:
+    """The base GGUF of ``--model``, or its unquantized copy (made once, kept in the cache)."""
+    from moragent.models import default_gguf, gemma3_gguf
+    from moragent.train.base import cache_dir, file_hash
+
+    path = {"smollm2": default_gguf, "gemma3": gemma3_gguf}.get(model, lambda: Path(model))()
+    if dtype == "quantized":
+        return path
+    from moragent.export.unquantized import write_unquantized
+
+    copy = cache_dir() / "unquantized" / f"{path.stem}-{file_hash(path)[:16]}.{dtype}.gguf"
+    if not copy.is_file():
+        began = time.perf_counter()
+        write_unquantized(path, copy, dtype)
+        print(f"unquantized {dtype} copy of {path.name} written in "
+              f"{time.perf_counter() - began:.0f} s: {copy}")  # fmt: skip
+    return copy
+
+
+def make_lora_adapters(folder: Path, b_scale: float, gguf: Path) -> tuple[object, object]:
+    """Random ``lora`` role adapters on ``gguf``, saved with moragent.json."""
     from peft import get_peft_model
 
-    from moragent.models import default_gguf
     from moragent.mor import MoRConfig
     from moragent.prompts import TEMPLATE_VERSION
     from moragent.train.base import load_base, resolve_base
     from moragent.train.metadata import AdapterMetadata, write_metadata
 
-    base = resolve_base(default_gguf())
+    base = resolve_base(gguf)
     model, tokenizer = load_base(base)
     torch.manual_seed(0)
     config = MoRConfig(method="lora", init_weights=False, lora_dropout=0.0)
@@ -123,19 +150,23 @@ def llama_top1(backend: object, ids: list[int], roles: list[int], adapters: bool
     return top
 
 
-def parity(model: object, gguf_dir: Path, seqs: list, positions: int) -> None:
+def parity(model: object, gguf: Path, gguf_dir: Path, seqs: list, positions: int) -> None:
     from moragent.backends import make_backend
 
-    with_adapters = make_backend("llamacpp", adapters=gguf_dir, n_ctx=1100)
-    plain = make_backend("llamacpp", n_ctx=1100)
+    with_adapters = make_backend("llamacpp", model=gguf, adapters=gguf_dir, n_ctx=1100)
+    plain = make_backend("llamacpp", model=gguf, adapters=False, n_ctx=1100)
     agree = {name: [0, 0] for name in (*ROLES, "base")}
+    margins: dict[str, list[float]] = {name: [] for name in agree}
+    late = [0, 0]  # base positions at index >= 512 (past Gemma 3's sliding window)
     changed = [0, 0]
     for ids, roles in seqs:
         with torch.no_grad():
             logits = model(input_ids=torch.tensor([ids]), role_ids=torch.tensor([roles])).logits
-            want = logits[0].argmax(-1).tolist()
+            logits = logits[0].float()
+            want = logits.argmax(-1).tolist()
             with model.disable_adapter():
-                base_want = model(input_ids=torch.tensor([ids])).logits[0].argmax(-1).tolist()
+                base_logits = model(input_ids=torch.tensor([ids])).logits[0].float()
+            base_want = base_logits.argmax(-1).tolist()
         got = llama_top1(with_adapters, ids, roles, adapters=True)
         base_got = llama_top1(plain, ids, roles, adapters=False)
         for i, role in enumerate(roles):
@@ -145,12 +176,27 @@ def parity(model: object, gguf_dir: Path, seqs: list, positions: int) -> None:
                 entry[1] += 1
                 changed[0] += want[i] != base_want[i]
                 changed[1] += 1
+                if got[i] != want[i]:
+                    margins[ROLES[role]].append(float(logits[i, want[i]] - logits[i, got[i]]))
             if agree["base"][1] < positions * 3:
                 agree["base"][0] += base_got[i] == base_want[i]
                 agree["base"][1] += 1
-    print("1. parity, next-token top-1 agreement llama.cpp vs transformers")
+                if i >= 512:
+                    late[0] += base_got[i] == base_want[i]
+                    late[1] += 1
+                if base_got[i] != base_want[i]:
+                    gap = base_logits[i, base_want[i]] - base_logits[i, base_got[i]]
+                    margins["base"].append(float(gap))
+    print(f"1. parity, next-token top-1 agreement llama.cpp vs transformers ({gguf.name})")
     for name, (same, total) in agree.items():
-        print(f"   {name:<10} {same}/{total} = {100 * same / max(total, 1):.1f}%")
+        gaps = sorted(margins[name])
+        spread = (f"; transformers margin at the misses: median {statistics.median(gaps):.3f}, "
+                  f"max {gaps[-1]:.3f}" if gaps else "")  # fmt: skip
+        print(f"   {name:<10} {same}/{total} = {100 * same / max(total, 1):.1f}%{spread}")
+    if late[1]:
+        print(
+            f"   (base at positions >= 512: {late[0]}/{late[1]} = {100 * late[0] / late[1]:.1f}%)"
+        )
     print(f"   (the adapters change the transformers top-1 at {changed[0]}/{changed[1]} positions)")
     with_adapters.close()
     plain.close()
@@ -205,7 +251,7 @@ def throughput(gguf_dir: Path, seqs: list, repeats: int) -> None:
 
     ids, roles = max(seqs[:4], key=lambda item: len(set(item[1])))
     switched = make_backend("llamacpp", adapters=gguf_dir, n_ctx=1100)
-    plain = make_backend("llamacpp", n_ctx=1100)
+    plain = make_backend("llamacpp", adapters=False, n_ctx=1100)
     one_adapter = make_backend("llamacpp", adapters={"reasoner": gguf_dir / "reasoner.gguf"},
                                n_ctx=1100)  # fmt: skip
     runs = {"plain": [], "one adapter, no switch": [], "three adapters, switched": []}
@@ -369,6 +415,16 @@ def main() -> None:
         "--adapters", type=Path, help="trained mor adapters (finetune --out) for the mor table"
     )
     parser.add_argument("--held-out", type=int, default=8, help="mor table: trajectories compared")
+    parser.add_argument(
+        "--model", default="smollm2", help="base of the parity: smollm2, gemma3 or a GGUF file"
+    )
+    parser.add_argument(
+        "--base-dtype",
+        choices=("quantized", "f32", "f16"),
+        default="quantized",
+        help="parity on the GGUF as it is, or on an unquantized copy of the same weights",
+    )
+    parser.add_argument("--parity-only", action="store_true", help="only part 1 (parity)")
     args = parser.parse_args()
     from moragent.backends.llamacpp_safe import install
 
@@ -380,19 +436,29 @@ def main() -> None:
         return
 
     from moragent.export import export_adapters
+    from moragent.models import default_gguf
 
     work = Path(tempfile.mkdtemp(prefix="bench_switch."))
+    gguf = base_gguf(args.model, args.base_dtype)
     began = time.perf_counter()
-    model, tokenizer = make_lora_adapters(work / "adapters", args.b_scale)
-    export_adapters(work / "adapters", work / "gguf")
+    model, tokenizer = make_lora_adapters(work / "adapters", args.b_scale, gguf)
+    export_adapters(work / "adapters", work / "gguf", model=gguf)
     print(f"random lora adapters made and exported in {time.perf_counter() - began:.0f} s")
     seqs = sequences(args.data, tokenizer, args.positions)
     print(f"{len(seqs)} trajectories of {args.data}, {sum(len(s[0]) for s in seqs)} tokens")
     sys.stdout.flush()
-    parity(model, work / "gguf", seqs, args.positions)
-    switch_cost(work / "gguf", seqs)
-    throughput(work / "gguf", seqs, args.repeats)
-    loading(work / "gguf")
+    parity(model, gguf, work / "gguf", seqs, args.positions)
+    if args.parity_only:
+        return
+    exported = work / "gguf"
+    if gguf != default_gguf():  # parts 2 to 5 are on the default model
+        exported = work / "gguf-default"
+        _, tokenizer = make_lora_adapters(work / "default", args.b_scale, default_gguf())
+        export_adapters(work / "default", exported, model=default_gguf())
+        seqs = sequences(args.data, tokenizer, args.positions)
+    switch_cost(exported, seqs)
+    throughput(exported, seqs, args.repeats)
+    loading(exported)
     mor_quality(args.data, ranks, 8, args.held_out, args.adapters)
 
 
