@@ -171,3 +171,29 @@ def test_adapters_and_no_adapters_together_are_refused(tmp_path):
     result = runner.invoke(app, ["run", "x", "--adapters", str(tmp_path), "--no-adapters"])
     assert result.exit_code == 2
     assert "either --adapters DIR or --no-adapters" in " ".join(result.output.split())
+
+
+def test_log_progress_prints_every_tenth_item_and_the_last_off_a_terminal() -> None:
+    import io
+    import time
+
+    from rich.console import Console
+
+    from moragent.cli.common import log_progress
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=False, width=200)
+    started = time.perf_counter()
+    for done in range(1, 24):
+        log_progress(console, "BFCL (simple_python)", done, 23, started)
+    lines = buffer.getvalue().splitlines()
+    assert [line.split("  ")[0] for line in lines] == [
+        "BFCL (simple_python) 10/23",
+        "BFCL (simple_python) 20/23",
+        "BFCL (simple_python) 23/23",
+    ]
+    assert lines[-1].endswith("left 0.0 min")
+
+    on_terminal = io.StringIO()
+    log_progress(Console(file=on_terminal, force_terminal=True), "x", 10, 20, started)
+    assert on_terminal.getvalue() == ""  # the live bar shows progress there

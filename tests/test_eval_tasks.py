@@ -181,6 +181,8 @@ def test_cli_tasks_prints_a_table_and_writes_json(tmp_path, monkeypatch):
     assert "math" in result.stdout and "50%" in result.stdout
     # the failed check is printed as written (rich markup is escaped)
     assert "r[1]: answer does not match /[0-9]+x/" in result.output
+    # not a terminal: a plain progress line at the last task
+    assert "tasks (solved 1) 2/2  elapsed" in result.output
     data = json.loads(out.read_text())
     assert data["summary"]["all"] == {"solved": 1, "n": 2, "share": 0.5}
     assert data["results"][0]["calls"] == [

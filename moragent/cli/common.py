@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -101,6 +102,22 @@ ApiKeyOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+def log_progress(console: Console, what: str, done: int, total: int, started: float) -> None:
+    """A plain progress line where no live bar can be drawn (a log file or a pipe).
+
+    Printed at every tenth item and at the last one, with the time so far and an estimate
+    of the time left, so a long run written to a file still shows where it is.
+    """
+    if console.is_terminal or not (done % 10 == 0 or done == total):
+        return
+    elapsed = time.perf_counter() - started
+    left = elapsed / max(done, 1) * (total - done)
+    console.print(
+        f"{what} {done}/{total}  elapsed {elapsed / 60:.1f} min  left {left / 60:.1f} min",
+        highlight=False,
+    )
 
 
 def server_options(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +21,7 @@ from moragent.cli.common import (
     NoAdaptersOption,
     ToolsOption,
     load_agent,
+    log_progress,
 )
 from moragent.eval.bfcl import (
     DEFAULT_CATEGORIES,
@@ -153,9 +155,11 @@ def bfcl(
         console=err,
     ) as bar:
         task = bar.add_task("BFCL", total=None)
+        started = time.perf_counter()
 
         def progress(done: int, total: int, result: BfclResult) -> None:
             bar.update(task, completed=done, total=total, description=result.category)
+            log_progress(err, f"BFCL ({result.category})", done, total, started)
 
         report = run_bfcl(predict, chosen, limit=limit, progress=progress, sample=sample)
 
@@ -234,12 +238,14 @@ def tasks(
         console=err,
     ) as bar:
         progress = bar.add_task("tasks", total=len(chosen), solved=0)
-        solved = 0
+        solved, done, started = 0, 0, time.perf_counter()
 
         def advance(outcome: Any) -> None:
-            nonlocal solved
+            nonlocal solved, done
             solved += outcome.solved
+            done += 1
             bar.update(progress, advance=1, solved=solved, description=outcome.task.type)
+            log_progress(err, f"tasks (solved {solved})", done, len(chosen), started)
 
         try:
             report = run_tasks(agent.run, chosen, on_outcome=advance)
