@@ -14,7 +14,6 @@ import codecs
 import ctypes
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -28,7 +27,7 @@ from moragent.backends.base import (
     TokenCallback,
     find_stop,
 )
-from moragent.backends.llamacpp_safe import safe_model_params
+from moragent.backends.llamacpp_safe import safe_model_params, thread_count
 from moragent.backends.sampling import Sampler
 from moragent.grammar import reasoner_gbnf
 from moragent.models import resolve_model
@@ -73,7 +72,7 @@ class LlamaCppBackend:
     ) -> None:
         llama_cpp = _import_llama_cpp()
         self.model_path = resolve_model(model)
-        threads = n_threads or int(os.environ.get("MORAGENT_THREADS", 0)) or os.cpu_count() or 1
+        threads = thread_count(n_threads)
         started = time.perf_counter()
         try:
             with safe_model_params():  # no AMX repacking: it crashes (see llamacpp_safe)

@@ -11,7 +11,6 @@ with no ``tool_calls`` is "no call"; a call whose arguments are not JSON is an e
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +41,9 @@ class ChatmlFunctionCallingPredictor:
     ) -> None:
         import llama_cpp
 
-        from moragent.backends.llamacpp_safe import safe_model_params
+        from moragent.backends.llamacpp_safe import safe_model_params, thread_count
 
-        threads = n_threads or int(os.environ.get("MORAGENT_THREADS", 0)) or os.cpu_count() or 1
+        threads = thread_count(n_threads)
         self.model_path = resolve_model(model)
         with safe_model_params():  # no AMX repacking: it crashes (see llamacpp_safe)
             self.llm = llama_cpp.Llama(
