@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import llama_cpp.llama_cpp as lib
 import pytest
 
@@ -47,3 +49,13 @@ def test_install_wraps_once(monkeypatch):
     llamacpp_safe.install()
     assert lib.llama_model_default_params.original is original
     assert lib.llama_model_default_params().use_extra_bufts is False
+
+
+def test_thread_count_reads_the_argument_then_the_environment(monkeypatch):
+    monkeypatch.setenv("MORAGENT_THREADS", "3")
+    assert llamacpp_safe.thread_count(2) == 2
+    assert llamacpp_safe.thread_count() == 3
+    monkeypatch.setenv("MORAGENT_THREADS", "1")  # read again at every call, not cached
+    assert llamacpp_safe.thread_count() == 1
+    monkeypatch.delenv("MORAGENT_THREADS")
+    assert llamacpp_safe.thread_count() == (os.cpu_count() or 1)

@@ -28,12 +28,12 @@ from typing import Any
 ENV = "MORAGENT_LLAMA_REPACK"
 
 
-@functools.cache
 def thread_count(n_threads: int | None = None) -> int:
     """llama.cpp's CPU threads: ``n_threads``, else ``MORAGENT_THREADS``, else every core."""
     return n_threads or int(os.environ.get("MORAGENT_THREADS", 0)) or os.cpu_count() or 1
 
 
+@functools.cache
 def repack_allowed() -> bool:
     """Whether llama.cpp may use its extra (repacking) buffer types in this process."""
     setting = os.environ.get(ENV, "").strip().lower()
