@@ -2,7 +2,9 @@
 
 Starts `moragent chat --tools examples/tools.py` as a user would (a new process, the
 embedded default model), waits for the `you>` prompt, then sends /exit. Prints the time
-to the prompt for each run and the median.
+to the prompt for each run and the median. Where role adapters ship with the package,
+each run also starts `moragent chat --no-adapters` (the bare model), alternating, so the
+cost of loading and checking the adapters is measured side by side.
 
     python benchmarks/bench_startup.py [--runs 5]
 """
@@ -21,8 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def time_to_prompt(timeout: float = 60.0) -> float:
+def time_to_prompt(extra: tuple[str, ...] = (), timeout: float = 60.0) -> float:
     command = [shutil.which("moragent") or "moragent", "chat", "--tools", "examples/tools.py"]
+    command += extra
     started = time.perf_counter()
     process = subprocess.Popen(
         command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -51,11 +54,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    times = []
+    from moragent.models import SHIPPED_ADAPTERS
+
+    variants = {"default": ()}
+    if (SHIPPED_ADAPTERS / "moragent.json").is_file():
+        variants = {"shipped adapters": (), "--no-adapters": ("--no-adapters",)}
+    times: dict[str, list[float]] = {name: [] for name in variants}
     for i in range(args.runs):
-        times.append(time_to_prompt())
-        print(f"run {i + 1}: {times[-1]:.2f} s to the first prompt")
-    print(f"median: {statistics.median(times):.2f} s (goal: within 3 s)")
+        for name, extra in variants.items():
+            times[name].append(time_to_prompt(extra))
+            print(f"run {i + 1}, {name}: {times[name][-1]:.2f} s to the first prompt")
+    for name, measured in times.items():
+        print(f"median, {name}: {statistics.median(measured):.2f} s (goal: within 3 s)")
 
 
 if __name__ == "__main__":
