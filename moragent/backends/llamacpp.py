@@ -27,7 +27,7 @@ from moragent.backends.base import (
     TokenCallback,
     find_stop,
 )
-from moragent.backends.llamacpp_safe import safe_model_params, thread_count
+from moragent.backends.llamacpp_safe import load_llama
 from moragent.backends.sampling import Sampler
 from moragent.grammar import reasoner_gbnf
 from moragent.models import resolve_model
@@ -72,18 +72,9 @@ class LlamaCppBackend:
     ) -> None:
         llama_cpp = _import_llama_cpp()
         self.model_path = resolve_model(model)
-        threads = thread_count(n_threads)
         started = time.perf_counter()
         try:
-            with safe_model_params():  # no AMX repacking: it crashes (see llamacpp_safe)
-                self.llm = llama_cpp.Llama(
-                    model_path=str(self.model_path),
-                    n_ctx=n_ctx,
-                    n_threads=threads,
-                    n_threads_batch=threads,
-                    seed=seed,
-                    verbose=False,
-                )
+            self.llm = load_llama(self.model_path, n_ctx, n_threads, seed=seed)
         except ValueError as exc:
             raise BackendError(f"llama.cpp could not load {self.model_path}: {exc}") from exc
         n_ctx_train = self.llm._model.n_ctx_train()

@@ -74,6 +74,25 @@ def safe_model_params() -> Iterator[None]:
         lib.llama_model_default_params = original
 
 
+def load_llama(path: Any, n_ctx: int, n_threads: int | None = None, **options: Any) -> Any:
+    """``llama_cpp.Llama`` on ``path`` with the fix, quiet, ``thread_count`` threads.
+
+    ``options`` go to ``Llama`` as they are (a seed, a chat format).
+    """
+    import llama_cpp
+
+    threads = thread_count(n_threads)
+    with safe_model_params():  # no AMX repacking: it crashes where it is unsafe
+        return llama_cpp.Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            verbose=False,
+            **options,
+        )
+
+
 def install() -> None:
     """Apply the fix for the rest of the process (for a server that loads models later)."""
     import llama_cpp.llama_cpp as lib

@@ -39,21 +39,10 @@ class ChatmlFunctionCallingPredictor:
         n_threads: int | None = None,
         max_tokens: int = 512,
     ) -> None:
-        import llama_cpp
+        from moragent.backends.llamacpp_safe import load_llama
 
-        from moragent.backends.llamacpp_safe import safe_model_params, thread_count
-
-        threads = thread_count(n_threads)
         self.model_path = resolve_model(model)
-        with safe_model_params():  # no AMX repacking: it crashes (see llamacpp_safe)
-            self.llm = llama_cpp.Llama(
-                model_path=str(self.model_path),
-                chat_format=CHAT_FORMAT,
-                n_ctx=n_ctx,
-                n_threads=threads,
-                n_threads_batch=threads,
-                verbose=False,
-            )
+        self.llm = load_llama(self.model_path, n_ctx, n_threads, chat_format=CHAT_FORMAT)
         self.max_tokens = max_tokens
         #: the last reply's message, for inspection
         self.last_message: dict[str, Any] = {}
