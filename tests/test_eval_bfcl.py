@@ -526,3 +526,17 @@ def test_cli_bfcl_baseline_refuses_adapters_and_unknown_predictors(
     result = CliRunner().invoke(app, ["bfcl", "--predictor", "gorilla", "--limit", "1"])
     assert result.exit_code == 2 and "chatml-function-calling" in result.output
     assert fake_predict == []
+
+
+@pytest.mark.slow
+def test_chatml_baseline_answers_with_calls_of_the_offered_tools_or_none() -> None:
+    from moragent.eval.baseline import ChatmlFunctionCallingPredictor
+
+    predict = ChatmlFunctionCallingPredictor(n_ctx=2048, max_tokens=96)
+    for question in bfcl.load_category("simple_python", sample=3):
+        calls = predict(question, question.tools)
+        assert predict.last_message.get("role") == "assistant"
+        offered = {tool["name"] for tool in question.tools}
+        assert calls is None or all(
+            isinstance(call, ToolCall) and call.name in offered for call in calls
+        )
