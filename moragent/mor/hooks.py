@@ -50,13 +50,12 @@ class RoleBatch:
     role_ids: torch.Tensor
     positions: list[torch.Tensor]
     restore: torch.Tensor
-    counts: tuple[int, ...] = ()
+    counts: tuple[int, ...] = field(init=False)
     #: tensors derived from the roles that every adapted layer of this forward shares
     _cache: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not self.counts:
-            self.counts = tuple(int(index.numel()) for index in self.positions)
+        self.counts = tuple(int(index.numel()) for index in self.positions)
 
     @property
     def num_tokens(self) -> int:
@@ -180,7 +179,7 @@ def make_role_batch(
     counts = torch.bincount(flat, minlength=num_roles).tolist()
     positions = list(torch.split(order, counts))
     restore = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=device))
-    return RoleBatch(role_ids=flat, positions=positions, restore=restore, counts=tuple(counts))
+    return RoleBatch(role_ids=flat, positions=positions, restore=restore)
 
 
 def _token_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Size | None:
