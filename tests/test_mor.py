@@ -17,7 +17,9 @@ from moragent.mor import (  # noqa: E402
     MoRLinear,
     RoleIdsError,
     dense_reference,
+    load_balancing_loss,
     mor_losses,
+    orthogonality_loss,
     role_context,
 )
 
@@ -122,6 +124,36 @@ def test_efficient_forward_equals_dense_reference(
     torch.testing.assert_close(fast, dense, atol=1e-5, rtol=0)
     torch.testing.assert_close(fast_losses[0], dense_losses[0], atol=1e-6, rtol=0)
     torch.testing.assert_close(fast_losses[1], dense_losses[1], atol=1e-6, rtol=0)
+
+
+def test_mor_losses_are_the_mean_of_the_one_group_losses() -> None:
+    """The losses computed for all groups at once equal a loop over groups (values and
+    gradients), with a model whose modules differ in size and roles in experts."""
+    model = adapted("llama", num_experts={"reasoner": 3, "executor": 2, "summarizer": 4})
+    ids, role_ids = random_inputs(batch=2, length=16, seed=3)
+    model(input_ids=ids, role_ids=role_ids)
+    aux_terms, orth_terms = [], []
+    for module in model.modules():
+        if isinstance(module, MoRLinear):
+            config = module.mor_config["default"]
+            for role, probs in module.router_probs["default"].items():
+                aux_terms.append(load_balancing_loss(probs, config.top_k_of(role)))
+                a, b = module.mor_A["default"][role], module.mor_B["default"][role]
+                orth_terms.append(orthogonality_loss(a, b))
+    assert len(aux_terms) == 3 * 7 * 2  # 3 routed roles, 7 modules, 2 layers
+    expected = (torch.stack(aux_terms).mean(), torch.stack(orth_terms).mean())
+    params = [p for p in model.parameters() if p.requires_grad]
+    want = torch.autograd.grad(
+        expected[0] + expected[1], params, allow_unused=True, retain_graph=True
+    )
+    aux, orth = mor_losses(model)
+    got = torch.autograd.grad(aux + orth, params, allow_unused=True)
+    torch.testing.assert_close(aux, expected[0], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(orth, expected[1], atol=1e-6, rtol=1e-6)
+    assert sum(g is not None for g in got) == sum(g is not None for g in want) > 0
+    for mine, theirs in zip(got, want, strict=True):
+        if theirs is not None:
+            torch.testing.assert_close(mine, theirs, atol=1e-6, rtol=1e-5)
 
 
 def test_single_role_batch_matches_dense_and_skips_routing_of_others() -> None:

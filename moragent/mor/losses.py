@@ -7,6 +7,9 @@ from the latest forward; ``auxiliary_loss(model)`` gives the weighted sum to add
 
 from __future__ import annotations
 
+from collections import defaultdict
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -24,12 +27,25 @@ def load_balancing_loss(router_probs: torch.Tensor, top_k: int) -> torch.Tensor:
         router_probs: router probabilities of the group's tokens, tokens x experts.
         top_k: experts per token.
     """
-    tokens, experts = router_probs.shape
-    if tokens == 0:
+    if router_probs.shape[0] == 0:
         return router_probs.new_zeros(())
-    chosen = router_probs.topk(top_k, dim=-1).indices.reshape(-1)
-    fraction = torch.bincount(chosen, minlength=experts).to(router_probs.dtype) / (tokens * top_k)
-    return experts * torch.sum(fraction * router_probs.mean(dim=0))
+    return load_balancing_losses(router_probs.unsqueeze(0), top_k)[0]
+
+
+def load_balancing_losses(router_probs: torch.Tensor, top_k: int) -> torch.Tensor:
+    """:func:`load_balancing_loss` of each of ``groups`` at once.
+
+    Args:
+        router_probs: groups x tokens x experts (every group with the same, nonzero,
+            number of tokens).
+        top_k: experts per token, the same for every group.
+    """
+    groups, tokens, experts = router_probs.shape
+    chosen = router_probs.topk(top_k, dim=-1).indices.reshape(groups, -1)
+    counts = torch.zeros(groups, experts, dtype=router_probs.dtype, device=router_probs.device)
+    counts.scatter_add_(1, chosen, torch.ones_like(chosen, dtype=router_probs.dtype))
+    fraction = counts / (tokens * top_k)
+    return experts * torch.sum(fraction * router_probs.mean(dim=1), dim=-1)
 
 
 def orthogonality_loss(lora_a: torch.Tensor, lora_b: torch.Tensor) -> torch.Tensor:
@@ -39,14 +55,25 @@ def orthogonality_loss(lora_a: torch.Tensor, lora_b: torch.Tensor) -> torch.Tens
         lora_a: the experts' A stacked, experts x r x d_in (PEFT's ``lora_A`` shape each).
         lora_b: the experts' B stacked, experts x d_out x r.
     """
-    experts, rank, _ = lora_a.shape
-    a = lora_a.float().reshape(experts * rank, -1)
-    b = lora_b.float().transpose(1, 2).reshape(experts * rank, -1)
-    total = lora_a.new_zeros((), dtype=torch.float32)
+    return orthogonality_losses(lora_a.unsqueeze(0), lora_b.unsqueeze(0))[0]
+
+
+def orthogonality_losses(lora_a: torch.Tensor, lora_b: torch.Tensor) -> torch.Tensor:
+    """:func:`orthogonality_loss` of each of ``groups`` at once, in float32.
+
+    Args:
+        lora_a: groups x experts x r x d_in.
+        lora_b: groups x experts x d_out x r.
+    """
+    groups, experts, rank, _ = lora_a.shape
+    a = lora_a.float().reshape(groups, experts * rank, -1)
+    b = lora_b.float().transpose(2, 3).reshape(groups, experts * rank, -1)
+    total = lora_a.new_zeros(groups, dtype=torch.float32)
+    upper = torch.ones(experts, experts, device=lora_a.device).triu(diagonal=1)
     for flat in (a, b):
-        gram = (flat @ flat.t()).reshape(experts, rank, experts, rank)
-        squares = gram.pow(2).sum(dim=(1, 3))  # experts x experts block norms
-        total = total + torch.triu(squares, diagonal=1).sum()
+        gram = (flat @ flat.transpose(1, 2)).reshape(groups, experts, rank, experts, rank)
+        squares = gram.pow(2).sum(dim=(2, 4))  # groups x experts x experts block norms
+        total = total + (squares * upper).sum(dim=(1, 2))
     return total
 
 
@@ -56,24 +83,43 @@ def mor_losses(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     A group is one role of one adapted module. Only groups whose role had tokens in the
     latest forward and that route (more than one expert) count, so no gradient reaches
     the experts of absent roles. Both are zero for the ``lora`` method.
+
+    Groups of the same shape (the same role in modules of the same size) are computed
+    together: a model has hundreds of groups, and one small loss each made the losses
+    cost about a sixth of a CPU training step.
     """
-    aux_terms, orth_terms = [], []
+    balance: dict[tuple[Any, ...], list[torch.Tensor]] = defaultdict(list)
+    experts_a: dict[tuple[Any, ...], list[torch.Tensor]] = defaultdict(list)
+    experts_b: dict[tuple[Any, ...], list[torch.Tensor]] = defaultdict(list)
     for module in model.modules():
         if not isinstance(module, MoRLayer):
             continue
         for adapter_name, groups in module.router_probs.items():
             config = module.mor_config[adapter_name]
             for role, probs in groups.items():
-                aux_terms.append(load_balancing_loss(probs, config.top_k_of(role)))
-                orth_terms.append(
-                    orthogonality_loss(
-                        module.mor_A[adapter_name][role], module.mor_B[adapter_name][role]
-                    )
-                )
-    if not aux_terms:
+                if probs.shape[0] > 0:
+                    key = (config.top_k_of(role), probs.shape, probs.dtype, probs.device)
+                    balance[key].append(probs)
+                a, b = module.mor_A[adapter_name][role], module.mor_B[adapter_name][role]
+                key = (a.shape, b.shape, a.device)
+                experts_a[key].append(a)
+                experts_b[key].append(b)
+    if not experts_a:
         zero = torch.zeros(())
         return zero, zero
-    return torch.stack(aux_terms).mean(), torch.stack(orth_terms).mean()
+    orth = torch.cat(
+        [
+            orthogonality_losses(torch.stack(experts_a[key]), torch.stack(experts_b[key]))
+            for key in experts_a
+        ]
+    )
+    # a group with an empty slice of tokens stores no probabilities (or none to stack):
+    # it counts as zero, as in load_balancing_loss, so divide by the number of groups
+    aux = sum(
+        (load_balancing_losses(torch.stack(probs), key[0]).sum() for key, probs in balance.items()),
+        orth.new_zeros(()),
+    )
+    return aux / orth.numel(), orth.mean()
 
 
 def auxiliary_loss(model: nn.Module) -> torch.Tensor:
