@@ -3,7 +3,9 @@
 For each set (Seal-Tools, glaive, FireAct): convert, complete with the rules teacher,
 verify. Then no-fit trajectories (a query offered tools that cannot serve it, so the
 reasoner calls nothing: ``moragent.data.augment``) are made from the accepted ones, a
-``--no-fit`` share of the total, and verified the same way. The union is written to one
+``--no-fit`` share of the total, and verified the same way; a ``--near-miss`` part of
+them offers tools of the query's own domain (the leftovers of its catalogue), the rest
+tools of another trajectory. The union is written to one
 JSONL file (default ``runs/train.jsonl``), and the script prints, per set, the records
 read, the trajectories made, accepted and rejected by reason. BFCL data is never read
 here: it is evaluation only.
@@ -23,7 +25,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from moragent.data.augment import no_fit_trajectories
+from moragent.data.augment import near_miss_trajectories, no_fit_trajectories
 from moragent.data.complete import complete_file
 from moragent.data.convert import convert_file
 from moragent.data.io import atomic_writer, iter_lines
@@ -53,6 +55,8 @@ class SetReport:
     rejected: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     filled: Counter[str] = field(default_factory=Counter)
+    #: what was made, by kind (no-fit only)
+    kinds: Counter[str] = field(default_factory=Counter)
     accepted_files: list[Path] = field(default_factory=list)
 
 
@@ -84,8 +88,11 @@ def build_set(name: str, data: Path, work: Path, seed: int, coerce: bool) -> Set
     return report
 
 
-def build_no_fit(reports: list[SetReport], work: Path, share: float, seed: int) -> SetReport:
-    """No-fit trajectories from the accepted ones: ``share`` of the final total, verified."""
+def build_no_fit(
+    reports: list[SetReport], work: Path, share: float, near_share: float, seed: int
+) -> SetReport:
+    """No-fit trajectories from the accepted ones: ``share`` of the final total, verified;
+    ``near_share`` of them with same-domain tools."""
     report = SetReport("no-fit")
     pool = [
         Trajectory.from_dict(json.loads(text))
@@ -94,7 +101,11 @@ def build_no_fit(reports: list[SetReport], work: Path, share: float, seed: int) 
         for _, text in iter_lines(path)
     ]
     count = round(len(pool) * share / (1 - share)) if share > 0 else 0
-    made, stats = no_fit_trajectories(pool, count, seed)
+    near, near_stats = near_miss_trajectories(pool, round(count * near_share), seed)
+    far, stats = no_fit_trajectories(
+        [t for t in pool if t.query not in {n.query for n in near}], count - len(near), seed
+    )
+    made = near + far
     made_file, accepted, rejected = (
         work / f"no-fit.{kind}.jsonl" for kind in ("made", "accepted", "rejected")
     )
@@ -102,7 +113,8 @@ def build_no_fit(reports: list[SetReport], work: Path, share: float, seed: int) 
         for trajectory in made:
             out.write(trajectory.to_json() + "\n")
     report.records = len(pool)
-    report.trajectories = stats.made
+    report.trajectories = len(made)
+    report.kinds.update({"same-domain": len(near), "other-domain": len(far)})
     if made:
         checked = verify_file(made_file, accepted, rejected)
         report.accepted, report.rejected = checked.accepted, checked.rejected
@@ -132,13 +144,22 @@ def main() -> None:
     parser.add_argument(
         "--no-fit",
         type=float,
-        default=0.15,
+        default=0.25,
         help="share of no-fit trajectories (a query with tools that cannot serve it) "
         "in the output; 0 for none",
+    )
+    parser.add_argument(
+        "--near-miss",
+        type=float,
+        default=0.6,
+        help="part of the no-fit trajectories whose tools are of the query's own domain "
+        "(its catalogue's tools that it does not call)",
     )
     args = parser.parse_args()
     if not 0 <= args.no_fit < 1:
         parser.error(f"--no-fit must be in [0, 1), got {args.no_fit}")
+    if not 0 <= args.near_miss <= 1:
+        parser.error(f"--near-miss must be in [0, 1], got {args.near_miss}")
     console = Console(soft_wrap=True)
     if not args.data.is_dir():
         raise SystemExit(f"no data folder at {args.data}: see docs/data-format.md for the sources")
@@ -153,7 +174,7 @@ def main() -> None:
                 build_set(name, args.data, work, args.seed, not args.keep_number_strings)
             )
     with console.status("making no-fit trajectories"):
-        reports.append(build_no_fit(reports, work, args.no_fit, args.seed))
+        reports.append(build_no_fit(reports, work, args.no_fit, args.near_miss, args.seed))
 
     total = 0
     with atomic_writer(args.output) as out:
@@ -189,6 +210,9 @@ def main() -> None:
     for report in reports:
         filled = ", ".join(f"{count} {what}s" for what, count in sorted(report.filled.items()))
         console.print(f"{report.name}: filled by the rules teacher: {filled or 'nothing'}")
+        if report.kinds:
+            kinds = ", ".join(f"{count} {kind}" for kind, count in report.kinds.items())
+            console.print(f"{report.name}: made {kinds} (before verification)")
     console.print(
         f"wrote {total} accepted trajectories to {args.output} "
         f"in {time.perf_counter() - started:.1f} s"

@@ -1,10 +1,18 @@
-"""``augment``: no-fit trajectories are checked to fit nothing, and pass verify."""
+"""``augment``: no-fit trajectories are checked to fit nothing, and pass verify; the
+same-domain (near-miss) ones offer only catalogue tools that cannot stand in for a
+called one."""
 
 from __future__ import annotations
 
 import json
 
-from moragent.data.augment import content_words, fits_nothing, no_fit_trajectories
+from moragent.data.augment import (
+    content_words,
+    fits_nothing,
+    near_miss_tools,
+    near_miss_trajectories,
+    no_fit_trajectories,
+)
 from moragent.data.verify import check_data
 from moragent.roles import Role
 from moragent.trajectory import (
@@ -120,3 +128,60 @@ def test_a_long_description_is_not_quoted() -> None:
     (trajectory,) = [t for t in made if t.tools[0]["name"] == "describe_rock"] or made
     text = trajectory.steps[0].thought + trajectory.steps[1].answer
     assert "very very" not in text
+
+
+def catalogue_call(query: str, called: dict, *others: dict) -> Trajectory:
+    """One call of ``called`` with ``others`` also offered (as Seal-Tools does)."""
+    trajectory = one_call(query, called)
+    trajectory.tools = [*others, called]
+    return trajectory
+
+
+NURSES = tool("getHealthWorkforce", "Number of health workers in a country.")
+OUTBREAKS = tool("getOutbreaks", "Disease outbreaks reported in a region.")
+AED = tool("getNearestAEDLocation", "The nearest defibrillator to a place.")
+WORKFORCE_TOO = tool("getWorkforceStats", "Labour statistics by sector.")
+WEB = tool("webSearch", "Search the internet.")
+
+
+def test_near_miss_tools_are_the_uncalled_ones_that_cannot_stand_in() -> None:
+    trajectory = catalogue_call(
+        "How many nurses work in Kenya?", NURSES, OUTBREAKS, AED, WORKFORCE_TOO, WEB
+    )
+    names = [t["name"] for t in near_miss_tools(trajectory)]
+    # WORKFORCE_TOO shares "workforce" with the called tool; WEB is a general search
+    assert names == ["getOutbreaks", "getNearestAEDLocation"]
+    # a tool named after a word of the query is not offered either
+    asks_outbreaks = catalogue_call("Nurses and outbreaks in Kenya?", NURSES, OUTBREAKS, AED)
+    assert [t["name"] for t in near_miss_tools(asks_outbreaks)] == ["getNearestAEDLocation"]
+    assert near_miss_tools(one_call("Weather in Paris?", WEATHER)) == []  # nothing left over
+    assert near_miss_tools(Trajectory(query="Hi", tools=[NURSES], steps=[])) == []  # no call
+
+
+def test_near_miss_trajectories_verify_and_hand_over_to_the_summarizer() -> None:
+    pool = [
+        catalogue_call("How many nurses work in Kenya?", NURSES, OUTBREAKS, AED),
+        catalogue_call("Any cholera outbreaks in Chad?", OUTBREAKS, NURSES, AED),
+        catalogue_call("How many nurses work in Peru?", NURSES, OUTBREAKS),
+        one_call("What is the weather in Paris?", WEATHER),  # no leftovers: counted
+    ]
+    made, stats = near_miss_trajectories(
+        pool, count=10, seed=2, exclude=["How many nurses work in Peru?"]
+    )
+
+    assert stats.made == len(made) == 2 and stats.no_donor == 1
+    for trajectory in made:
+        reasons, _ = check_data(json.loads(trajectory.to_json()))
+        assert reasons == []
+        source = next(t for t in pool if t.query == trajectory.query)
+        called = {call.name for call in source.calls}
+        offered = {t["name"] for t in trajectory.tools}
+        assert offered and not offered & called and offered <= {t["name"] for t in source.tools}
+        first, last = trajectory.steps
+        assert isinstance(first, ReasonerStep) and first.next is Role.SUMMARIZER
+        assert isinstance(last, SummarizerStep) and last.answer
+        assert trajectory.meta["source"] == "augment:near-miss"
+    again, _ = near_miss_trajectories(
+        pool, count=10, seed=2, exclude=["How many nurses work in Peru?"]
+    )
+    assert [t.to_json() for t in again] == [t.to_json() for t in made]

@@ -11,6 +11,15 @@ tools the query was written for, and no content word of the query appears in the
 donor tools' names or descriptions, and no donor tool is a general search (a web or
 Wikipedia search can serve almost any question). Pairs that fail the check are skipped,
 so the number made can fall short of the number asked for; the stats say how many.
+
+Tools of an unrelated subject are an easy case. The hard one, which BFCL's
+``irrelevance`` questions pose, is a tool of a neighbouring subject (a triangle's area
+asked, a body-mass-index tool offered). :func:`near_miss_trajectories` makes those from
+the query's own catalogue: Seal-Tools offers each query several tools of its domain
+and calls only some, so the ones left over are same-domain tools that the data's
+authors did not use. They are kept only when their names share no content word with
+the called tools' names or with the query (so ``get_weather_forecast`` is never
+offered in place of ``get_weather``).
 """
 
 from __future__ import annotations
@@ -74,6 +83,27 @@ def fits_nothing(trajectory: Trajectory, tools: list[dict[str, Any]]) -> bool:
     return not (words & _GENERAL or content_words(trajectory.query) & words)
 
 
+def _name_words(tools: Iterable[dict[str, Any]]) -> set[str]:
+    return content_words(" ".join(str(tool.get("name", "")).replace("_", " ") for tool in tools))
+
+
+def near_miss_tools(trajectory: Trajectory) -> list[dict[str, Any]]:
+    """The tools of ``trajectory``'s catalogue that it does not call and that cannot
+    stand in for a called one (see the module doc); [] when none."""
+    called = {call.name for call in trajectory.calls}
+    if not called:
+        return []
+    taken = _name_words(t for t in trajectory.tools if t.get("name") in called)
+    taken |= content_words(trajectory.query)
+    return [
+        tool
+        for tool in trajectory.tools
+        if tool.get("name") not in called
+        and not _name_words([tool]) & taken
+        and not tool_words([tool]) & _GENERAL
+    ]
+
+
 def _purpose(tool: dict[str, Any]) -> str:
     """A tool's description as a short lower-case verb phrase."""
     text = str(tool.get("description", "")).strip().split(". ")[0].rstrip(".")
@@ -83,7 +113,10 @@ def _purpose(tool: dict[str, Any]) -> str:
 
 
 def no_fit_trajectory(
-    trajectory: Trajectory, tools: list[dict[str, Any]], rng: random.Random
+    trajectory: Trajectory,
+    tools: list[dict[str, Any]],
+    rng: random.Random,
+    kind: str = "no-fit",
 ) -> Trajectory:
     """``trajectory``'s query offered ``tools`` instead: the reasoner calls nothing."""
     names = ", ".join(str(tool.get("name")) for tool in tools)
@@ -102,7 +135,7 @@ def no_fit_trajectory(
         ],
         system=trajectory.system,
         meta={
-            "source": "augment:no-fit",
+            "source": f"augment:{kind}",
             "query_from": trajectory.meta.get("id") or trajectory.meta.get("source"),
         },
     )
@@ -148,5 +181,41 @@ def no_fit_trajectories(
                 break
         else:
             stats.no_donor += 1
+    stats.made = len(made)
+    return made, stats
+
+
+def near_miss_trajectories(
+    trajectories: list[Trajectory],
+    count: int,
+    seed: int = 0,
+    max_tools: int = 3,
+    exclude: Iterable[str] = (),
+) -> tuple[list[Trajectory], AugmentStats]:
+    """Up to ``count`` no-fit trajectories whose tools are of the query's own domain.
+
+    Each query (trajectories that call a tool, none with a history, none whose query is
+    in ``exclude``) is offered one to ``max_tools`` of its :func:`near_miss_tools`;
+    queries with none are counted in ``no_donor``. Meta source ``augment:near-miss``.
+    """
+    rng = random.Random(seed)
+    stats = AugmentStats(asked=count)
+    skip = set(exclude)
+    queries = [t for t in trajectories if t.calls and not t.history and t.query not in skip]
+    rng.shuffle(queries)
+    made: list[Trajectory] = []
+    seen: set[str] = set()
+    for source in queries:
+        if len(made) >= count:
+            break
+        if source.query in seen:
+            continue
+        tools = near_miss_tools(source)
+        if not tools:
+            stats.no_donor += 1
+            continue
+        seen.add(source.query)
+        picked = rng.sample(tools, min(len(tools), rng.randint(1, max_tools)))
+        made.append(no_fit_trajectory(source, picked, rng, kind="near-miss"))
     stats.made = len(made)
     return made, stats
