@@ -172,3 +172,29 @@ def test_every_bfcl_tool_set_gets_a_grammar_llama_cpp_accepts(backend):
             sampler.close()
             count += 1
     assert count == 1240
+
+
+def test_control_tokens_are_never_sampled_even_where_the_grammar_lets_them_through(backend):
+    """llama.cpp's grammar sees ``<|im_start|>`` as its characters: a grammar that allows
+    those characters lets the token through, and only the ban keeps it out."""
+    import numpy as np
+
+    from moragent.backends.sampling import Sampler, control_tokens
+
+    lib, vocab, n_vocab = backend._llama_cpp, backend._vocab, backend.llm.n_vocab()
+    banned = control_tokens(lib, vocab, n_vocab)
+    (im_start,) = backend.llm.tokenize(b"<|im_start|>", add_bos=False, special=True)
+    (im_end,) = backend.llm.tokenize(b"<|im_end|>", add_bos=False, special=True)
+    (word,) = backend.llm.tokenize(b"abc", add_bos=False, special=False)
+    assert im_start in banned and im_end not in banned  # the end of a turn stays possible
+    logits = np.zeros(n_vocab, dtype=np.float32)
+    logits[im_start], logits[word] = 10.0, 5.0
+    grammar = ('root ::= [a-z<|>_]+ "\\n"', "root")
+    for constraint in (grammar, None):
+        plain = Sampler(lib, vocab, n_vocab, constraint)
+        assert plain.pick(logits) == im_start  # what happened before the ban
+        plain.close()
+        guarded = Sampler(lib, vocab, n_vocab, constraint, banned=banned)
+        assert guarded.pick(logits) == word
+        assert logits[im_start] == 10.0  # the caller's logits are left as they were
+        guarded.close()

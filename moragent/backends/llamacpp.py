@@ -28,7 +28,7 @@ from moragent.backends.base import (
     find_stop,
 )
 from moragent.backends.llamacpp_safe import load_llama
-from moragent.backends.sampling import Sampler
+from moragent.backends.sampling import Sampler, control_tokens
 from moragent.grammar import reasoner_gbnf
 from moragent.models import resolve_model
 from moragent.roles import Role, parse_role
@@ -88,6 +88,8 @@ class LlamaCppBackend:
         self._adapter_scale = adapter_scale
         self._piece_buffer = ctypes.create_string_buffer(256)
         self._grammars: dict[str, object] = {}
+        #: control tokens that do not end a turn: never sampled (see moragent.backends.sampling)
+        self._banned = control_tokens(self._llama_cpp, self._vocab, self.llm.n_vocab())
         for role, path in (adapters or {}).items():
             self._load_adapter(parse_role(role), Path(path))
         self._active: Role | None = None
@@ -221,6 +223,7 @@ class LlamaCppBackend:
                 grammar,
                 temperature=temperature,
                 seed=self.seed,
+                banned=self._banned,
             )
         except ValueError as exc:
             raise BackendError(f"llama.cpp could not use the output constraint: {exc}") from exc

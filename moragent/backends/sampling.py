@@ -5,6 +5,13 @@ model's own decode step on a small model. Most of the time the model's first cho
 already legal, so (as llama.cpp's own common sampler does) the chosen token is checked
 against the grammar alone first, and the grammar is applied to the whole vocabulary only
 when that token is rejected. The result is the same as applying the grammar first.
+
+Control tokens that do not end the turn (``<|im_start|>``, a model's file and repo
+markers) are never sampled: llama.cpp's grammar checks a token by its text with special
+tokens spelled out, so ``<|im_start|>`` passes as the characters of a JSON string, and
+the model, once it has written one, writes a chat header into the argument (an
+expression came out as ``"}}usersystemuser..."``, the control tokens themselves
+rendering as nothing).
 """
 
 from __future__ import annotations
@@ -13,6 +20,18 @@ import ctypes
 import math
 
 import numpy as np
+
+
+def control_tokens(lib, vocab: object, n_vocab: int) -> np.ndarray:  # noqa: ANN001
+    """Ids of the vocabulary's control tokens that do not end generation."""
+    return np.array(
+        [
+            token
+            for token in range(n_vocab)
+            if lib.llama_vocab_is_control(vocab, token) and not lib.llama_vocab_is_eog(vocab, token)
+        ],
+        dtype=np.int64,
+    )
 
 
 class Sampler:
@@ -25,6 +44,7 @@ class Sampler:
         grammar: (GBNF text, root rule) or None.
         temperature: 0 for greedy.
         seed: RNG seed for temperature sampling.
+        banned: token ids never to sample (see :func:`control_tokens`).
     """
 
     def __init__(
@@ -36,8 +56,10 @@ class Sampler:
         temperature: float = 0.0,
         seed: int = 0,
         top_k: int = 40,
+        banned: np.ndarray | None = None,
     ) -> None:
         self.lib = lib
+        self.banned = banned if banned is not None and len(banned) else None
         self.n_vocab = n_vocab
         self.temperature = temperature
         self.top_k = top_k
@@ -59,7 +81,13 @@ class Sampler:
     def sample(self, ctx: object) -> int:
         """Choose the next token from the logits of the last evaluated position."""
         pointer = self.lib.llama_get_logits_ith(ctx, -1)
-        logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+        return self.pick(np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)))
+
+    def pick(self, logits: np.ndarray) -> int:
+        """Choose the next token from ``logits`` (left unchanged) and advance the grammar."""
+        if self.banned is not None:
+            logits = logits.copy()
+            logits[self.banned] = -np.inf
         token = self._choose(logits)
         if self.grammar is not None:
             if not self._allowed(token, float(logits[token])):
