@@ -63,10 +63,11 @@ def test_run_renders_calls_observations_and_answer(monkeypatch):
     result = runner.invoke(app, ["run", "2 to the 10th?", "--tools", str(EXAMPLES)])
 
     assert result.exit_code == 0, result.output
-    assert "call: calculate" in result.output
-    assert "result: calculate" in result.output
-    assert "1024" in result.output
-    assert "compute it" in result.output  # the thought is shown
+    # not a terminal: the answer alone on stdout, the episode on stderr
+    assert result.stdout == "The result is **1024**.\n"
+    assert "call: calculate" in result.stderr
+    assert "result: calculate" in result.stderr
+    assert "compute it" in result.stderr  # the thought is shown
 
 
 def test_run_exits_nonzero_when_the_episode_fails(monkeypatch):
@@ -129,6 +130,9 @@ def test_chat_session_commands_and_turns(monkeypatch):
     assert '"role": "summarizer"' in out  # /trace printed the first episode as JSON
     assert "unknown command /bogus" in out
     assert "conversation cleared" in out
+    # piped: each answer ends its line, the next prompt starts a new one
+    assert any(line.startswith("you> ") for line in out.splitlines()[1:])
+    assert not any("Two." in line and "you>" in line for line in out.splitlines())
     # the second question continued the same session: one frame only
     assert sum("<|im_start|>system" in text for _, text in backend.segments) == 1
 

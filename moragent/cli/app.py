@@ -35,7 +35,7 @@ app = typer.Typer(
 CHAT_HELP = """\
 [bold]/tools[/] list the tools   [bold]/trace[/] show the last episode as JSON
 [bold]/reset[/] forget the conversation   [bold]/exit[/] quit (or Ctrl-D)
-Ctrl-C stops the current answer, not the session."""
+[bold]/help[/] show this again; Ctrl-C stops the current answer, not the session."""
 
 
 @app.command()
@@ -136,7 +136,11 @@ def run(
         ),
     ] = False,
 ) -> None:
-    """Run one episode and print the answer (for scripts)."""
+    """Run one episode and print the answer (for scripts).
+
+    When the output is not a terminal, only the answer goes to stdout; the thoughts,
+    calls and results go to stderr.
+    """
     agent = load_agent(
         tools,
         backend,
@@ -158,7 +162,13 @@ def run(
     else:
         from moragent.cli.render import EventRenderer
 
-        trajectory = EventRenderer(console).show(agent.stream(query))
+        if console.is_terminal:
+            trajectory = EventRenderer(console).show(agent.stream(query))
+        else:
+            # for scripts: the episode's progress goes to stderr, the answer alone to stdout
+            trajectory = EventRenderer(err_console, show_answer=False).show(agent.stream(query))
+            if trajectory is not None and trajectory.answer is not None:
+                typer.echo(trajectory.answer)
         answered = trajectory is not None and trajectory.answer is not None
     agent.close()
     if not answered:

@@ -29,8 +29,10 @@ from moragent.trajectory import Trajectory
 class EventRenderer:
     """Shows one episode's events as they arrive."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, show_answer: bool = True) -> None:
         self.console = console
+        #: False: the answer is left to the caller (``moragent run`` prints it to stdout)
+        self.show_answer = show_answer
         self._live: Live | None = None
         self._answer = ""
         self._role: Role | None = None
@@ -50,7 +52,7 @@ class EventRenderer:
             self._role = event.role
             if event.role is Role.REASONER:
                 self.console.print("[dim italic]thinking: [/]", end="")
-            elif event.role is Role.SUMMARIZER:
+            elif event.role is Role.SUMMARIZER and self.show_answer:
                 self._answer = ""
                 self._live = Live(Markdown(""), console=self.console, auto_refresh=False)
                 self._live.start()
@@ -80,7 +82,9 @@ class EventRenderer:
                 )
             )
         elif isinstance(event, AnswerEvent):
-            if self._live is not None:
+            if not self.show_answer:
+                pass
+            elif self._live is not None:
                 self._live.update(Markdown(event.text), refresh=True)
                 self._stop_live()
             else:
@@ -97,6 +101,8 @@ class EventRenderer:
         if self._live is not None:
             self._live.stop()
             self._live = None
+            if not self.console.is_terminal:
+                self.console.print()  # Live ends its last frame without a newline there
 
 
 def tools_table(schemas: list[dict]) -> Table:
