@@ -201,3 +201,15 @@ def test_log_progress_prints_every_tenth_item_and_the_last_off_a_terminal() -> N
     on_terminal = io.StringIO()
     log_progress(Console(file=on_terminal, force_terminal=True), "x", 10, 20, started)
     assert on_terminal.getvalue() == ""  # the live bar shows progress there
+
+
+def test_a_tool_name_in_two_files_names_both_files(tmp_path, monkeypatch):
+    script(monkeypatch, [])
+    first, second = tmp_path / "a.py", tmp_path / "b.py"
+    for path in (first, second):
+        path.write_text('def add(x: int, y: int) -> int:\n    """Add."""\n    return x + y\n')
+    result = runner.invoke(app, ["run", "x", "--tools", str(first), "--tools", str(second)])
+    assert result.exit_code == 2
+    assert "'add'" in result.output and "a.py" in result.output and "b.py" in result.output
+    again = runner.invoke(app, ["run", "x", "--tools", str(first), "--tools", str(first)])
+    assert again.exit_code == 2 and "a.py is given twice" in again.output.replace("\n", "")

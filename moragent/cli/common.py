@@ -165,12 +165,28 @@ def load_agent(
         )
         raise typer.Exit(2)
     loaded = []
+    origin: dict[str, Path] = {}  # tool name -> the file it came from
     for path in tools or []:
         try:
-            loaded.extend(load_tools(path))
+            found = load_tools(path)
         except ToolLoadError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(2) from None
+        for tool in found:
+            if tool.name in origin:
+                where = (
+                    f"{path} is given twice"
+                    if Path(origin[tool.name]).resolve() == Path(path).resolve()
+                    else f"{origin[tool.name]} and {path} both define it"
+                )
+                err_console.print(
+                    f"[bold red]error:[/] two tools are named {tool.name!r}: {where}; "
+                    "tool names must be unique (rename one with @tool(name=...))",
+                    highlight=False,
+                )
+                raise typer.Exit(2)
+            origin[tool.name] = path
+        loaded.extend(found)
     try:
         with err_console.status("loading the model..."):
             options = server_options(backend, role_model, base_url, api_key)
