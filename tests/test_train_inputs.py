@@ -66,6 +66,17 @@ def test_call_to_a_tool_not_among_the_candidates(tmp_path) -> None:
     assert_nothing_written(out)
 
 
+def test_a_trajectory_that_verify_rejects_is_refused(tmp_path) -> None:
+    """An empty answer would teach the summarizer to say nothing: refused, with its line."""
+    bad = trajectory(1, 2).to_dict()
+    assert bad["steps"][-1]["role"] == "summarizer"
+    bad["steps"][-1]["answer"] = ""
+    data = tmp_path / "data.jsonl"
+    data.write_text(trajectory(3, 4).to_json() + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(DataError, match=r"data\.jsonl:2: empty-turn: steps\[4\]\.answer"):
+        load_training_data(data)
+
+
 def test_empty_file(tmp_path) -> None:
     data = tmp_path / "empty.jsonl"
     data.write_text("\n  \n")

@@ -16,7 +16,7 @@ from moragent.data.chat import OpenAIConverter
 from moragent.data.complete import CompleteStats, complete_trajectory
 from moragent.data.io import DataError, first_char, iter_records
 from moragent.data.rules import RulesTeacher
-from moragent.data.verify import check_calls
+from moragent.data.verify import check_calls, check_structure
 from moragent.train.base import file_hash
 from moragent.trajectory import Trajectory
 
@@ -48,7 +48,9 @@ def load_training_data(path: str | Path, seed: int = 0) -> TrainingData:
 
     Raises:
         DataError: the file is missing or empty, a line is not JSON or not a trajectory,
-            or a call names a tool that is not among the trajectory's candidates.
+            a trajectory breaks the role-order or content rules of ``moragent data
+            verify`` (an empty turn, say), or a call names a tool that is not among the
+            trajectory's candidates.
     """
     path = Path(path)
     if not path.is_file():
@@ -72,7 +74,7 @@ def load_training_data(path: str | Path, seed: int = 0) -> TrainingData:
         else:
             converted = [_trajectory(record, path, line)]
         for trajectory in converted:
-            _check_calls(trajectory, path, line)
+            _check(trajectory, path, line)
         trajectories += converted
 
     if not trajectories:
@@ -93,10 +95,14 @@ def _trajectory(record: object, path: Path, line: int) -> Trajectory:
         raise DataError(f"not a trajectory: {exc}", path, line) from None
 
 
-def _check_calls(trajectory: Trajectory, path: Path, line: int) -> None:
+def _check(trajectory: Trajectory, path: Path, line: int) -> None:
+    """Refuse what would teach the model broken turns: the role-order and content rules
+    of ``moragent data verify`` (an empty answer, a next role that does not follow) and
+    calls of tools the trajectory does not offer. Argument checks are left to verify:
+    public data often has loosely typed arguments that still make useful examples."""
     reasons = [
         reason for reason in check_calls(trajectory) if reason.startswith("unknown-function")
-    ]
+    ] + check_structure(trajectory)
     if reasons:
         raise DataError(
             f"{reasons[0]}; fix the trajectory or drop it (`moragent data verify` sorts them out)",
