@@ -197,6 +197,37 @@ def test_cli_tasks_bad_file_is_a_clear_error(tmp_path):
     assert "tasks.jsonl:1: expect.number must be a number" in " ".join(result.output.split())
 
 
+@pytest.mark.parametrize(
+    ("call", "tools", "message"),
+    [
+        ('{"name": "nonexistent_tool"}', True, "calls[0].name: no tool 'nonexistent_tool'"),
+        (
+            '{"name": "calculate", "arguments": {"bogus": 1}}',
+            True,
+            "calls[0].arguments.bogus: calculate takes no 'bogus' (it takes expression)",
+        ),
+        (
+            '{"name": "calculate"}',
+            False,
+            "calls[0].name: no tool 'calculate' is loaded (loaded: none: give --tools)",
+        ),
+    ],
+)
+def test_cli_tasks_refuses_call_checks_no_tool_could_meet(
+    tmp_path, monkeypatch, call, tools, message
+):
+    backend = ScriptedBackend([])
+    monkeypatch.setattr(moragent.backends, "make_backend", lambda *args, **kwargs: backend)
+    path = write(
+        tmp_path, '{"query": "q", "expect": {"number": 1}}', f'{{"query": "q", "calls": [{call}]}}'
+    )
+    options = ["--tools", str(EXAMPLES / "tools.py")] if tools else []
+    result = runner.invoke(app, ["eval", "tasks", str(path), *options])
+    assert result.exit_code == 2
+    assert f"tasks.jsonl:2: {message}" in " ".join(result.output.split())
+    assert backend.segments == []  # refused before any episode ran
+
+
 def test_shipped_task_file_fits_the_example_tools():
     tasks = load_tasks(EXAMPLES / "tasks.jsonl")
     names = {tool.name for tool in _example_tools()}

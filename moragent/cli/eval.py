@@ -205,7 +205,12 @@ def tasks(
     ] = None,
 ) -> None:
     """Run whole agent episodes and check their answers and calls; a table per task type."""
-    from moragent.eval.tasks import TaskFileError, load_tasks, run_tasks
+    from moragent.eval.tasks import (
+        TaskFileError,
+        check_calls_against_tools,
+        load_tasks,
+        run_tasks,
+    )
 
     err, out = Console(stderr=True), Console()
     try:
@@ -228,6 +233,12 @@ def tasks(
         system=None,
         use_adapters=not no_adapters,
     )
+    try:
+        check_calls_against_tools(chosen, agent.tools, task_file)
+    except TaskFileError as exc:
+        agent.close()
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
 
     with Progress(
         TextColumn("[bold]{task.description}"),

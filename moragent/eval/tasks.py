@@ -165,6 +165,31 @@ def load_tasks(path: str | Path, limit: int | None = None) -> list[Task]:
     return tasks
 
 
+def check_calls_against_tools(
+    tasks: Iterable[Task], tools: Iterable[dict[str, Any]], path: str | Path
+) -> None:
+    """Refuse call checks that no episode could meet with these tools (schema dicts, as
+    ``Agent.tools``): a tool name that is not loaded, an argument the tool does not take.
+    ``TaskFileError`` names the file, line and field."""
+    params = {
+        tool["name"]: set((tool.get("parameters") or {}).get("properties") or {}) for tool in tools
+    }
+    names = ", ".join(sorted(params)) or "none: give --tools"
+    for task in tasks:
+        for i, check in enumerate(task.calls or []):
+            where = f"{path}:{task.line}: calls[{i}]"
+            if check.name not in params:
+                raise TaskFileError(
+                    f"{where}.name: no tool {check.name!r} is loaded (loaded: {names})"
+                )
+            for key in check.arguments:
+                if key not in params[check.name]:
+                    taken = ", ".join(sorted(params[check.name])) or "no arguments"
+                    raise TaskFileError(
+                        f"{where}.arguments.{key}: {check.name} takes no {key!r} (it takes {taken})"
+                    )
+
+
 def _task(data: Any, number: int, where: str) -> Task:
     if not isinstance(data, dict):
         raise TaskFileError(f"{where}: a task is a JSON object, got {type(data).__name__}")
