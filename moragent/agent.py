@@ -143,6 +143,8 @@ class Agent:
         self._session_live = False
 
     def _play(self, query: str, history: list[dict[str, str]], resume: bool) -> Iterator[Event]:
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError(f"the query must be a non-empty string, got {query!r}")
         completed = False
         try:
             for event in self.controller.run(query, history, resume=resume):

@@ -213,3 +213,12 @@ def test_a_tool_name_in_two_files_names_both_files(tmp_path, monkeypatch):
     assert "'add'" in result.output and "a.py" in result.output and "b.py" in result.output
     again = runner.invoke(app, ["run", "x", "--tools", str(first), "--tools", str(first)])
     assert again.exit_code == 2 and "a.py is given twice" in again.output.replace("\n", "")
+
+
+def test_an_empty_query_is_refused_before_the_model_loads(monkeypatch):
+    def no_backend(*args, **kwargs):
+        raise AssertionError("the model should not load for an empty query")
+
+    monkeypatch.setattr(moragent.backends, "make_backend", no_backend)
+    result = runner.invoke(app, ["run", "  ", "--tools", str(EXAMPLES)])
+    assert result.exit_code == 2 and "the query is empty" in result.output

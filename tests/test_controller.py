@@ -314,3 +314,12 @@ def test_a_cut_list_of_calls_runs_the_whole_ones_and_says_so():
     warnings = [e for e in events if isinstance(e, ErrorEvent)]
     assert len(warnings) == 1 and "cut" in warnings[0].message and not warnings[0].fatal
     assert [e.call.name for e in events if isinstance(e, ToolCallEvent)] == ["add"]
+
+
+@pytest.mark.parametrize("query", ["", "   ", None])
+def test_an_empty_query_is_a_clear_error(query):
+    agent = Agent(tools=[], backend=ScriptedBackend([]))
+    with pytest.raises(ValueError, match="non-empty string"):
+        agent.run(query)
+    with pytest.raises(ValueError, match="non-empty string"):
+        agent.chat(query)

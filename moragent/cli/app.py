@@ -141,6 +141,9 @@ def run(
     When the output is not a terminal, only the answer goes to stdout; the thoughts,
     calls and results go to stderr.
     """
+    if not query.strip():
+        err_console.print("[bold red]error:[/] the query is empty: ask the agent something")
+        raise typer.Exit(2)
     agent = load_agent(
         tools,
         backend,
