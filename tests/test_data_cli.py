@@ -146,3 +146,14 @@ def test_cli_on_real_react_lines(tmp_path: Path) -> None:
         "verify", str(completed), "-a", str(tmp_path / "a.jsonl"), "-r", str(tmp_path / "r.jsonl")
     )
     assert code == 0 and "verified 25 lines: 25 accepted" in out
+
+
+def test_verify_of_a_missing_file_says_no_such_file(tmp_path):
+    missing = tmp_path / "nope.jsonl"
+    result = runner.invoke(
+        app,
+        ["verify", str(missing), "-a", str(tmp_path / "a"), "-r", str(tmp_path / "r")],
+    )
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "no such file" in text and "nope.jsonl" in text and "Errno" not in text

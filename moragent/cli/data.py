@@ -77,7 +77,11 @@ def progress_bar(label: str, quiet: bool = False) -> Iterator[Callable[[int, int
 
 
 def _fail(error: Exception) -> typer.Exit:
-    err_console.print(f"[red]error:[/] {escape(str(error))}")
+    if isinstance(error, FileNotFoundError) and error.filename:
+        message = f"no such file: {error.filename}"
+    else:
+        message = str(error)
+    err_console.print(f"[red]error:[/] {escape(message)}")
     return typer.Exit(1)
 
 

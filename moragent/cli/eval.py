@@ -32,7 +32,10 @@ from moragent.eval.bfcl import (
     run_bfcl,
 )
 
-app = typer.Typer(help="Evaluate an agent on benchmarks (BFCL).", no_args_is_help=True)
+app = typer.Typer(
+    help="Evaluate an agent: BFCL (bfcl) and whole agent episodes on a task file (tasks).",
+    no_args_is_help=True,
+)
 
 #: who answers BFCL questions: moragent's agent, or llama-cpp-python's own tool calling
 PREDICTORS = ("agent", "chatml-function-calling")
@@ -40,7 +43,7 @@ PREDICTORS = ("agent", "chatml-function-calling")
 
 @app.callback()
 def main() -> None:
-    """Evaluate an agent on benchmarks."""
+    """Evaluate an agent: BFCL questions (bfcl) or whole episodes of a task file (tasks)."""
 
 
 @app.command("bfcl")
