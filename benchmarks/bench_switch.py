@@ -337,6 +337,9 @@ def mor_quality(
             encoded, _ = encode_all(items, tokenizer, 1024, roles=ROLES)
             return [(item.input_ids, item.role_ids) for item in encoded]
 
+        # trajectories with a call, so that every role has tokens to compare (a no-fit
+        # trajectory has no executor turn)
+        val = [trajectory for trajectory in val if trajectory.calls]
         seqs = encode(train[:calibration]) + encode(val[-held_out:])[:held_out]
         calibration = len(seqs) - min(held_out, len(seqs) - 1)
         source = f"trained mor groups ({adapters})"
@@ -383,7 +386,8 @@ def mor_quality(
                     entry[2] += float(kl[i])
         for handle in handles:
             handle.remove()
-        cells = "  ".join(f"{role} top-1 {100 * a / n:.1f}% KL {k / n:.4f}"
+        cells = "  ".join(f"{role} top-1 {100 * a / n:.1f}% KL {k / n:.4f}" if n
+                          else f"{role} no tokens"
                           for role, (a, n, k) in sums.items())  # fmt: skip
         print(f"   rank {rank:>2}: {cells}")
 
