@@ -7,11 +7,11 @@
    whole, through a staging folder), where ``moragent chat``, ``run`` and ``Agent()``
    find it.
 
-    python scripts/build_default_adapters.py [--max-steps 100] [--rank 8] [--lr 5e-4]
+    python scripts/build_default_adapters.py [--max-steps 120] [--rank 8] [--lr 5e-4]
 
-The defaults are those of the shipped adapters: 100 optimizer steps of 4 sequences (two
-forwards of 2, which keeps the process near 8 GB; 4 at once peaked above 12 GB), a 0.8%
-validation split (32 trajectories).
+The defaults are those of the shipped adapters: 120 optimizer steps of 4 sequences (two
+forwards of 2, which kept the process under 10 GB; 4 at once peaked above 12 GB), a
+0.8% validation split (32 trajectories).
 
 Every step's output stays under ``runs/`` (training set, trained adapters, export);
 ``--skip-training`` reuses ``runs/default-mor`` from an earlier run.
@@ -42,7 +42,7 @@ def step(title: str, command: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-steps", type=int, default=100, help="optimizer steps of training")
+    parser.add_argument("--max-steps", type=int, default=120, help="optimizer steps of training")
     parser.add_argument("--batch-size", type=int, default=2, help="sequences per forward")
     parser.add_argument("--grad-accum", type=int, default=2, help="forwards per optimizer step")
     parser.add_argument("--val-split", type=float, default=0.008, help="held-out share")
