@@ -101,9 +101,10 @@ def build_no_fit(
         for _, text in iter_lines(path)
     ]
     count = round(len(pool) * share / (1 - share)) if share > 0 else 0
-    near, near_stats = near_miss_trajectories(pool, round(count * near_share), seed)
+    near, _ = near_miss_trajectories(pool, round(count * near_share), seed)
+    used = {trajectory.query for trajectory in near}
     far, stats = no_fit_trajectories(
-        [t for t in pool if t.query not in {n.query for n in near}], count - len(near), seed
+        [t for t in pool if t.query not in used], count - len(near), seed
     )
     made = near + far
     made_file, accepted, rejected = (
