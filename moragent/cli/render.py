@@ -82,12 +82,10 @@ class EventRenderer:
                 )
             )
         elif isinstance(event, AnswerEvent):
-            if not self.show_answer:
-                pass
-            elif self._live is not None:
+            if self._live is not None:
                 self._live.update(Markdown(event.text), refresh=True)
                 self._stop_live()
-            else:
+            elif self.show_answer:
                 self.console.print(Markdown(event.text))
             return event.trajectory
         elif isinstance(event, ErrorEvent):
