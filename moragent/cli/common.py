@@ -176,7 +176,7 @@ def load_agent(
             if tool.name in origin:
                 where = (
                     f"{path} is given twice"
-                    if Path(origin[tool.name]).resolve() == Path(path).resolve()
+                    if origin[tool.name].resolve() == path.resolve()
                     else f"{origin[tool.name]} and {path} both define it"
                 )
                 err_console.print(

@@ -89,8 +89,7 @@ def mor_losses(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     cost about a sixth of a CPU training step.
     """
     balance: dict[tuple[Any, ...], list[torch.Tensor]] = defaultdict(list)
-    experts_a: dict[tuple[Any, ...], list[torch.Tensor]] = defaultdict(list)
-    experts_b: dict[tuple[Any, ...], list[torch.Tensor]] = defaultdict(list)
+    experts: dict[tuple[Any, ...], list[tuple[torch.Tensor, torch.Tensor]]] = defaultdict(list)
     for module in model.modules():
         if not isinstance(module, MoRLayer):
             continue
@@ -101,16 +100,16 @@ def mor_losses(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
                     key = (config.top_k_of(role), probs.shape, probs.dtype, probs.device)
                     balance[key].append(probs)
                 a, b = module.mor_A[adapter_name][role], module.mor_B[adapter_name][role]
-                key = (a.shape, b.shape, a.device)
-                experts_a[key].append(a)
-                experts_b[key].append(b)
-    if not experts_a:
+                experts[(a.shape, b.shape, a.device)].append((a, b))
+    if not experts:
         zero = torch.zeros(())
         return zero, zero
     orth = torch.cat(
         [
-            orthogonality_losses(torch.stack(experts_a[key]), torch.stack(experts_b[key]))
-            for key in experts_a
+            orthogonality_losses(
+                torch.stack([a for a, _ in pairs]), torch.stack([b for _, b in pairs])
+            )
+            for pairs in experts.values()
         ]
     )
     # a group with an empty slice of tokens stores no probabilities (or none to stack):
