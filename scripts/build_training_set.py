@@ -145,7 +145,7 @@ def main() -> None:
     parser.add_argument(
         "--no-fit",
         type=float,
-        default=0.25,
+        default=0.3,
         help="share of no-fit trajectories (a query with tools that cannot serve it) "
         "in the output; 0 for none",
     )

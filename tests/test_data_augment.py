@@ -185,3 +185,33 @@ def test_near_miss_trajectories_verify_and_hand_over_to_the_summarizer() -> None
         pool, count=10, seed=2, exclude=["How many nurses work in Peru?"]
     )
     assert [t.to_json() for t in again] == [t.to_json() for t in made]
+
+
+def test_fit_and_no_fit_thoughts_turn_at_the_verdict() -> None:
+    """A call thought and a no-fit thought both start with the tool and what it does;
+    they differ from the verdict on ("which is what" / "which is not what")."""
+    from moragent.data.complete import CompleteStats, complete_trajectory
+    from moragent.data.rules import RulesTeacher
+
+    pool = [
+        one_call("What is the weather in Paris?", WEATHER),
+        one_call("A hotel in Rome for May?", HOTELS),
+        one_call("Price of ACME stock?", STOCKS),
+    ]
+    made, _ = no_fit_trajectories(pool, count=3, seed=1, max_tools=2)
+    assert made
+    for trajectory in made:
+        thought = trajectory.steps[0].thought
+        first = trajectory.tools[0]
+        assert thought.startswith(f"{first['name']} can {first['description'][0].lower()}")
+        assert ", which is not what " in thought
+        for other in trajectory.tools[1:]:
+            assert other["name"] in thought
+
+    fit = one_call("What is the weather in Paris?", WEATHER)
+    fit.steps[0] = ReasonerStep("", Role.EXECUTOR)
+    for seed in range(6):
+        complete_trajectory(fit, RulesTeacher(seed), CompleteStats())
+        thought = fit.steps[0].thought
+        assert thought.startswith("get_weather can current weather for a city, which is what ")
+        fit.steps[0] = ReasonerStep("", Role.EXECUTOR)

@@ -30,15 +30,25 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from moragent.data.rules import purpose
 from moragent.roles import Role
 from moragent.trajectory import ReasonerStep, SummarizerStep, Trajectory
 
+#: The same shape as the rules teacher's call thoughts (the tool, what it does, then the
+#: verdict), so that the verdict, not the first word, is where a thought turns.
 _THOUGHTS = (
-    "None of the tools here ({names}) can do this, so there is nothing useful to call.",
-    "The tools I have ({names}) are for other things: {purpose}. No call fits this question.",
-    "No tool fits this request: {names} would not help with it.",
-    "{first} can only {purpose}, which is not what is asked. I should not call any tool.",
+    "{first} can {purpose}, which is not what this question needs, so there is nothing "
+    "useful to call.",
+    "{first} can {purpose}, which is not what is asked here. I should not call any tool.",
+    "{first} can {purpose}, which is not what this request is about: no call fits it.",
 )
+#: the same for a tool whose purpose is too long to quote
+_THOUGHTS_UNQUOTED = (
+    "{first} cannot do what this question asks, so there is nothing useful to call.",
+    "{first} is not a tool for what is asked here. I should not call any tool.",
+)
+#: added when several tools are offered
+_OTHERS = " {others} would not help either."
 _ANSWERS = (
     "I can't help with that using the tools I have: {names} cannot do it.",
     "None of my tools ({names}) can do this, so I can't answer it reliably.",
@@ -104,14 +114,6 @@ def near_miss_tools(trajectory: Trajectory) -> list[dict[str, Any]]:
     ]
 
 
-def _purpose(tool: dict[str, Any]) -> str:
-    """A tool's description as a short lower-case verb phrase."""
-    text = str(tool.get("description", "")).strip().split(". ")[0].rstrip(".")
-    if not text:
-        return f"run {tool.get('name')}"
-    return text if text[:2].isupper() else text[0].lower() + text[1:]
-
-
 def no_fit_trajectory(
     trajectory: Trajectory,
     tools: list[dict[str, Any]],
@@ -119,13 +121,15 @@ def no_fit_trajectory(
     kind: str = "no-fit",
 ) -> Trajectory:
     """``trajectory``'s query offered ``tools`` instead: the reasoner calls nothing."""
-    names = ", ".join(str(tool.get("name")) for tool in tools)
-    purpose = _purpose(tools[0])
-    fill = {"names": names, "first": tools[0].get("name"), "purpose": purpose}
-    quotable = len(purpose) <= _MAX_PURPOSE
-    thought = rng.choice([t for t in _THOUGHTS if quotable or "{purpose}" not in t])
+    names = [str(tool.get("name")) for tool in tools]
+    text = purpose(tools[0], names[0])
+    fill = {"names": ", ".join(names), "first": names[0], "purpose": text}
+    quotable = len(text) <= _MAX_PURPOSE
+    thought = rng.choice(_THOUGHTS if quotable else _THOUGHTS_UNQUOTED).format(**fill)
+    if len(names) > 1:
+        thought += _OTHERS.format(others=" and ".join(names[1:]))
     answer = rng.choice([a for a in _ANSWERS if quotable or "{purpose}" not in a])
-    thought, answer = thought.format(**fill), answer.format(**fill)
+    answer = answer.format(**fill)
     return Trajectory(
         query=trajectory.query,
         tools=tools,

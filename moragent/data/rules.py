@@ -23,15 +23,18 @@ from moragent.trajectory import (
     Trajectory,
 )
 
+#: One call. Every template names the tool and what it does before the verdict ("which
+#: is what ..."), the same shape as the no-fit thoughts (``moragent.data.augment``:
+#: "which is not what ..."): the model states the tool's purpose next to the question
+#: before it decides, instead of deciding at the first word of the thought.
 _ONE_CALL = (
-    "I need to {purpose}, so I will call {name} with {args}.",
-    "The next step is to {purpose}; {name} does that, given {args}.",
-    "To get this I should {purpose}. I'll use {name} ({args}).",
-    "{name} can {purpose}. Calling it with {args}.",
-    "Let me {purpose} first: {name} with {args}.",
+    "{name} can {purpose}, which is what this question needs, so I will call it with {args}.",
+    "{name} can {purpose}, which is what is asked here. Calling it with {args}.",
+    "{name} can {purpose}, which is what I need for this: {name} with {args}.",
+    "{name} can {purpose}, which is what this request is about. I'll use it ({args}).",
     # without the values: the executor then learns to take them from the context itself
-    "I need to {purpose}, so I will call {name}.",
-    "{name} is the tool for this: it can {purpose}.",
+    "{name} can {purpose}, which is what this question needs, so I will call it.",
+    "{name} can {purpose}, which is what is asked: it is the tool for this.",
 )
 _MANY_CALLS = (
     "These calls do not depend on each other, so I'll make them together: {items}.",
@@ -50,10 +53,12 @@ _TO_ANSWER = (
     "Nothing else to call: {tools} gave me the information to answer.",
     "That completes the calls ({tools}). I'll sum up the results for the user.",
 )
+#: Tools offered but none called (a chat turn): the first tool's purpose, then the verdict.
 _NO_TOOL = (
-    "None of the tools is needed for this; I can answer directly.",
-    "This question does not call for a tool, so I'll answer it myself.",
-    "No tool call is needed here: I can reply from what I know and the conversation.",
+    "{name} can {purpose}, which is not what this question needs; I can answer directly.",
+    "{name} can {purpose}, which is not what is asked here, so I'll answer it myself.",
+    "{name} can {purpose}, which is not what this turn needs: I can reply from what I know "
+    "and the conversation.",
 )
 _NO_TOOLS_AT_ALL = (
     "No tools are available, so I'll answer from what I know.",
@@ -154,7 +159,11 @@ class RulesTeacher:
         called = list(dict.fromkeys(call.name for call in _previous_calls(trajectory, index)))
         if called:
             return rng.choice(_TO_ANSWER).format(tools=" and ".join(called))
-        return rng.choice(_NO_TOOL if trajectory.tools else _NO_TOOLS_AT_ALL)
+        if not trajectory.tools:
+            return rng.choice(_NO_TOOLS_AT_ALL)
+        first = trajectory.tools[0]
+        name = str(first.get("name"))
+        return rng.choice(_NO_TOOL).format(name=name, purpose=purpose(first, name))
 
     def observation(self, trajectory: Trajectory, index: int, position: int) -> str:
         """What call ``position`` of the executor step before ``index`` returned (JSON)."""
@@ -197,7 +206,7 @@ class RulesTeacher:
                 name=call.name,
                 args=describe_arguments(call.arguments),
             )
-            return text if text.startswith(call.name) else text[0].upper() + text[1:]
+            return text
         items = [
             f"{call.name} to {purpose(tools.get(call.name), call.name)} "
             f"({describe_arguments(call.arguments)})"
