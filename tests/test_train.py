@@ -238,3 +238,32 @@ def test_cli_rejects_an_unknown_method(tmp_path, data) -> None:
     )
     assert result.exit_code == 1
     assert "unknown method 'qlora'" in result.output
+
+
+def test_a_run_can_start_from_earlier_adapters(tmp_path, data) -> None:
+    first = tmp_path / "first"
+    settings = tiny_settings(max_steps=4)
+    earlier = finetune(data, base=tiny_base_dir(), out=first, **settings)
+
+    out = tmp_path / "second"
+    result = finetune(data, base=tiny_base_dir(), out=out, init_from=first, **settings)
+    # it starts where the first run ended (same validation split), then goes on
+    for role, loss in earlier.loss_after.items():
+        assert result.loss_before[role] == pytest.approx(loss, abs=1e-4), role
+    assert result.loss_after["all"] < result.loss_before["all"]
+    metadata = read_json(out / "moragent.json")
+    assert metadata["started_from"]["path"] == str(first)
+    assert metadata["started_from"]["data"]["sha256"] == metadata["data"]["sha256"]
+    before = read_json(first / "moragent.json")
+    assert metadata["adapter_config"]["r"] == before["adapter_config"]["r"]
+    assert before["started_from"] is None
+
+    with pytest.raises(ValueError, match="pass --method mor"):
+        finetune(data, base=tiny_base_dir(), method="lora", out=tmp_path / "x", init_from=first,
+                 **settings)  # fmt: skip
+    with pytest.raises(ValueError, match="leave out --rank"):
+        finetune(data, base=tiny_base_dir(), out=tmp_path / "x", init_from=first,
+                 adapter_options={"r": 8}, **settings)  # fmt: skip
+    with pytest.raises(ValueError, match="no adapters to start from"):
+        finetune(data, base=tiny_base_dir(), out=tmp_path / "x", init_from=tmp_path, **settings)
+    assert not (tmp_path / "x").exists()

@@ -18,6 +18,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 EPILOG = (
     "Examples: moragent finetune runs/train.jsonl --max-steps 200 ; "
+    "moragent finetune mine.jsonl --from runs/adapters --out runs/mine ; "
     "accelerate launch --num_processes 2 $(which moragent) finetune runs/train.jsonl "
     "(one process per GPU, or gloo on CPU)"
 )
@@ -144,6 +145,16 @@ def finetune_command(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the last checkpoint of --out's run.")
     ] = False,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="Start from the adapters of an earlier run (its --out folder) instead of "
+            "fresh ones, e.g. to go on training on new data: their method and rank are kept; "
+            "the learning-rate schedule starts anew.",
+            show_default=False,
+        ),
+    ] = None,
     bf16: Annotated[
         bool | None,
         typer.Option("--bf16/--no-bf16", help="bf16 autocast. Default: where supported."),
@@ -181,6 +192,7 @@ def finetune_command(
             method=method,
             out=out,
             resume=resume,
+            init_from=init_from,
             adapter_options=adapter_options(rank, alpha),
             callbacks=callbacks,
             epochs=epochs,

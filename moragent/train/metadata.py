@@ -36,6 +36,8 @@ class AdapterMetadata:
     adapter_config: dict[str, Any]
     training: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
+    #: the adapters a run started from (``finetune(init_from=...)``), or None
+    started_from: dict[str, Any] | None = None
     format: int = METADATA_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
@@ -49,13 +51,14 @@ class AdapterMetadata:
             "adapter_config": self.adapter_config,
             "training": self.training,
             "results": self.results,
+            "started_from": self.started_from,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AdapterMetadata:
         known = {
             "format", "method", "roles", "template_version", "base", "data",
-            "adapter_config", "training", "results",
+            "adapter_config", "training", "results", "started_from",
         }  # fmt: skip
         return cls(**{key: value for key, value in data.items() if key in known})
 

@@ -111,6 +111,7 @@ def finetune(
     resume: bool = False,
     adapter_options: dict[str, Any] | None = None,
     callbacks: list[Any] | None = None,
+    init_from: str | Path | None = None,
     **settings: Any,
 ) -> FinetuneResult:
     """Train role adapters (``mor`` or ``lora``) on a trajectories file.
@@ -124,6 +125,10 @@ def finetune(
         resume: continue from the last checkpoint of an interrupted run for ``out``.
         adapter_options: extra ``MoRConfig`` fields (rank, experts, ...).
         callbacks: ``transformers.TrainerCallback`` objects (progress display).
+        init_from: a folder of trained adapters (``out`` of an earlier run) to start
+            from instead of a fresh initialisation: its method and adapter
+            configuration are kept, and it must fit ``base`` and the templates in use.
+            The learning-rate schedule starts anew (unlike ``resume``).
 
     Returns:
         The run's figures: steps, tokens, tokens per second, validation loss per role
@@ -132,10 +137,10 @@ def finetune(
     Raises:
         DataError: the data file is empty, malformed or calls unknown tools.
         ModelNotFoundError: the base model does not exist.
-        ValueError: a setting is out of range.
+        ValueError: a setting is out of range, or ``init_from`` does not fit.
     """
     import torch
-    from peft import get_peft_model
+    from peft import PeftModel, get_peft_model
     from transformers import PrinterCallback, TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -150,9 +155,13 @@ def finetune(
     # 1. check every input before anything is written
     base_model = resolve_base(base)
     training_data = load_training_data(data, seed=config.seed)
-    mor_config = MoRConfig(
-        method=method, template_version=DEFAULT_PROMPTS.version, **(adapter_options or {})
-    )
+    if init_from is not None:
+        init_from = Path(init_from)
+        mor_config = _start_config(init_from, base_model.path, method, adapter_options)
+    else:
+        mor_config = MoRConfig(
+            method=method, template_version=DEFAULT_PROMPTS.version, **(adapter_options or {})
+        )
     train_set, val_set = split(training_data.trajectories, config.val_split, config.seed)
     val_set = val_set[: config.max_val]
 
@@ -166,7 +175,11 @@ def finetune(
         raise ValueError(
             f"no training sequence fits max_length={config.max_length} tokens: raise --max-length"
         )
-    model = get_peft_model(model, mor_config)
+    if init_from is not None:
+        model = PeftModel.from_pretrained(model, init_from, is_trainable=True)
+        logger.info("starting from the adapters in %s", init_from)
+    else:
+        model = get_peft_model(model, mor_config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     logger.info(
@@ -279,6 +292,7 @@ def finetune(
                 "trajectories": len(training_data.trajectories),
                 "converted_from": training_data.converted_from,
             },
+            started_from=_started_from(init_from),
             adapter_config=_jsonable(mor_config.to_dict()),
             training=_jsonable(asdict(config)),
             results=_summary(result),
@@ -304,6 +318,42 @@ def _settings(config: TrainConfig | None, settings: dict[str, Any]) -> TrainConf
     if config.max_steps <= 0 and config.epochs <= 0:
         raise ValueError("give a positive max_steps or epochs: there is nothing to train")
     return config
+
+
+def _start_config(
+    folder: Path, base_path: Path, method: str, adapter_options: dict[str, Any] | None
+) -> Any:
+    """The adapter configuration of ``folder``, checked to fit this run (``init_from``)."""
+    from moragent.mor import MoRConfig
+    from moragent.train.metadata import check_adapters
+
+    if not (folder / "adapter_config.json").is_file():
+        raise ValueError(
+            f"no adapters to start from in {folder}: pass the --out folder of a finetune run"
+        )
+    metadata = check_adapters(folder, base_path, DEFAULT_PROMPTS.version)
+    if metadata.method != method:
+        raise ValueError(
+            f"the adapters in {folder} are method {metadata.method!r}, not {method!r}: "
+            f"pass --method {metadata.method} to continue them"
+        )
+    if adapter_options:
+        given = ", ".join(sorted(adapter_options))
+        raise ValueError(
+            f"the adapter settings ({given}) come from the adapters in {folder} when "
+            "starting from them: leave out --rank and --alpha"
+        )
+    return MoRConfig.from_pretrained(str(folder))
+
+
+def _started_from(folder: Path | None) -> dict[str, Any] | None:
+    """Where a run's adapters started: the folder and the data its adapters were trained on."""
+    if folder is None:
+        return None
+    from moragent.train.metadata import read_metadata
+
+    earlier = read_metadata(folder)
+    return {"path": str(folder), "data": earlier.data, "training": earlier.training}
 
 
 def _use_bf16(wanted: bool | None) -> bool:
