@@ -14,6 +14,7 @@ from moragent.data.io import DataError, iter_json_array, iter_jsonl
 from moragent.data.react import REACT_TOOLS, ReactTextConverter
 from moragent.data.schema import schema_errors
 from moragent.data.seal import SealToolsConverter, ToolIndex, property_schema
+from moragent.data.verify import verify_file
 from moragent.trajectory import (
     ExecutorStep,
     ObservationStep,
@@ -346,6 +347,23 @@ def test_convert_skip_bad_counts_lines(tmp_path: Path) -> None:
     assert ":2: not valid JSON" in stats.skipped[0]
     assert ":3: field messages:" in stats.skipped[1]
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 1
+    # with the format detected, a bad line among the first records is passed over too
+    stats = convert_file(source, tmp_path / "auto.jsonl", skip_bad=True)
+    assert (stats.format, stats.trajectories) == ("openai", 1)
+    with pytest.raises(DataError, match=":2: not valid JSON"):
+        convert_file(source, tmp_path / "auto.jsonl")
+
+
+def test_an_output_that_is_the_input_or_another_output_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "o.jsonl"
+    text = json.dumps(OPENAI_RECORD) + "\n"
+    source.write_text(text)
+    with pytest.raises(DataError, match="same file as the input"):
+        convert_file(source, tmp_path / "." / "o.jsonl", "openai")
+    assert source.read_text() == text
+    with pytest.raises(DataError, match="same file as the output"):
+        verify_file(source, tmp_path / "x.jsonl", tmp_path / "x.jsonl")
+    assert not (tmp_path / "x.jsonl").exists()
 
 
 @needs_data

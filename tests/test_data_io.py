@@ -34,6 +34,8 @@ def test_malformed_line_names_file_and_line(tmp_path: Path) -> None:
         list(iter_jsonl(path))
     assert str(caught.value).startswith(f"{path}:2: not valid JSON")
     assert caught.value.line == 2
+    # the column counts from the start of the line, not from the line ending after it
+    assert "column 7)" in str(caught.value)
 
 
 def test_malformed_line_can_be_skipped(tmp_path: Path) -> None:

@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moragent.data.io import DataError, ProgressFn, atomic_writer, first_char, iter_jsonl
+from moragent.data.io import (
+    DataError,
+    ProgressFn,
+    atomic_writer,
+    check_outputs,
+    first_char,
+    iter_jsonl,
+)
 from moragent.data.rules import linked_value
 from moragent.data.schema import schema_errors
 from moragent.data.steps import MISSING
@@ -215,6 +222,7 @@ def complete_file(
     """Complete every trajectory of ``source`` into ``target`` (written atomically)."""
     stats = CompleteStats()
     first_char(source)  # an empty input is an error, not an empty output
+    check_outputs(source, target)
 
     def skip(error: DataError) -> None:
         stats.skipped.append(str(error))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from moragent.data.chat import OpenAIConverter, ShareGPTConverter
-from moragent.data.io import DataError, ProgressFn, atomic_writer, iter_records
+from moragent.data.io import DataError, ProgressFn, atomic_writer, check_outputs, iter_records
 from moragent.data.react import ReactTextConverter
 from moragent.data.seal import SealToolsConverter
 from moragent.trajectory import Trajectory
@@ -46,17 +46,21 @@ def detect_record(record: Any) -> str | None:
     return None
 
 
-def detect_format(path: str | Path, sample: int = 5) -> str:
-    """The format of a file, from its first records; raises ``DataError`` if none fits."""
+def detect_format(path: str | Path, sample: int = 5, skip_bad: bool = False) -> str:
+    """The format of a file, from its first records; raises ``DataError`` if none fits.
+
+    With ``skip_bad`` a line that is not JSON, or a record that fits no format, is
+    passed over, as conversion will.
+    """
     seen: list[str | None] = []
-    for _, record in iter_records(path):
+    for _, record in iter_records(path, on_bad=(lambda error: None) if skip_bad else None):
         seen.append(detect_record(record))
         if len(seen) >= sample:
             break
     if not seen:
         raise DataError("the file holds no records", path)
     found = {name for name in seen if name}
-    if len(found) == 1 and None not in seen:
+    if len(found) == 1 and (None not in seen or skip_bad):
         return found.pop()
     if not found:
         raise DataError(
@@ -143,8 +147,9 @@ def convert_file(
     source = Path(source)
     if not source.is_file():
         raise DataError("no such file", source)
+    check_outputs(source, target)
     if fmt == "auto":
-        fmt = detect_format(source)
+        fmt = detect_format(source, skip_bad=skip_bad)
         logger.info("%s: detected format %s", source, fmt)
         if on_detect is not None:
             on_detect(fmt)

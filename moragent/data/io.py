@@ -53,7 +53,8 @@ class DataError(ValueError):
 def iter_lines(
     path: str | Path, on_progress: ProgressFn | None = None
 ) -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, text)`` for each non-blank line of a UTF-8 file, one at a time."""
+    """Yield ``(line_number, text)`` for each non-blank line of a UTF-8 file, one at a time
+    (the text without its line ending)."""
     path = Path(path)
     total = path.stat().st_size
     done = 0
@@ -64,10 +65,24 @@ def iter_lines(
                 on_progress(done, total)
             if not raw.strip():
                 continue
-            try:
-                yield number, raw.decode("utf-8")
+            try:  # without its line ending, so that error columns count from the line
+                yield number, raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:
                 raise DataError(f"not UTF-8 text ({exc.reason})", path, number) from None
+
+
+def check_outputs(source: str | Path, *outputs: str | Path) -> None:
+    """Refuse an output path that is the input file or another output (it would be lost)."""
+    seen = {Path(source).expanduser().resolve(): f"the input {source}"}
+    for output in outputs:
+        key = Path(output).expanduser().resolve()
+        if key in seen:
+            raise DataError(
+                f"this output is the same file as {seen[key]}, whose content would be lost: "
+                "give each output its own path",
+                output,
+            )
+        seen[key] = f"the output {output}"
 
 
 def iter_jsonl(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from moragent.data.io import ProgressFn, atomic_writer, first_char, iter_lines
+from moragent.data.io import ProgressFn, atomic_writer, check_outputs, first_char, iter_lines
 from moragent.data.schema import schema_errors, tool_parameters_validator
 from moragent.data.seal import REFERENCE
 from moragent.data.teacher import TeacherError
@@ -264,6 +264,7 @@ def verify_file(
     """Sort every line of ``source`` into ``accepted`` or ``rejected`` (both atomic)."""
     stats = VerifyStats()
     first_char(source)  # an empty input is an error, not two empty outputs
+    check_outputs(source, accepted, rejected)
     with atomic_writer(accepted) as good, atomic_writer(rejected) as bad:
         for line, text in iter_lines(source, on_progress):
             stats.lines += 1
