@@ -267,3 +267,10 @@ def test_a_run_can_start_from_earlier_adapters(tmp_path, data) -> None:
     with pytest.raises(ValueError, match="no adapters to start from"):
         finetune(data, base=tiny_base_dir(), out=tmp_path / "x", init_from=tmp_path, **settings)
     assert not (tmp_path / "x").exists()
+
+
+def test_resume_with_no_checkpoint_is_refused_before_the_model_loads(tmp_path, data) -> None:
+    out = tmp_path / "typo"
+    with pytest.raises(ValueError, match="nothing to resume"):
+        finetune(data, base=tiny_base_dir(), out=out, resume=True, **tiny_settings(max_steps=1))
+    assert not out.exists() and not work_dir(out).exists()

@@ -122,7 +122,8 @@ def finetune(
         method: ``"mor"`` (routed experts per role) or ``"lora"`` (one LoRA per role).
         out: folder for the adapter files and ``moragent.json``; replaced atomically.
         config: training settings; keyword ``settings`` override single fields of it.
-        resume: continue from the last checkpoint of an interrupted run for ``out``.
+        resume: continue from the last checkpoint of an interrupted run for ``out``
+            (a ``ValueError`` when there is none).
         adapter_options: extra ``MoRConfig`` fields (rank, experts, ...).
         callbacks: ``transformers.TrainerCallback`` objects (progress display).
         init_from: a folder of trained adapters (``out`` of an earlier run) to start
@@ -162,6 +163,14 @@ def finetune(
         mor_config = MoRConfig(
             method=method, template_version=DEFAULT_PROMPTS.version, **(adapter_options or {})
         )
+    work = work_dir(out)
+    checkpoints = work / "checkpoints"
+    last = get_last_checkpoint(str(checkpoints)) if resume and checkpoints.is_dir() else None
+    if resume and last is None:
+        raise ValueError(
+            f"nothing to resume for {out}: no checkpoint in {work} (is --out the same as "
+            "the interrupted run's?); leave out --resume to start a new run"
+        )
     train_set, val_set = split(training_data.trajectories, config.val_split, config.seed)
     val_set = val_set[: config.max_val]
 
@@ -186,13 +195,7 @@ def finetune(
         "trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total
     )
 
-    # 3. the work folder: fresh, or kept for resume
-    work = work_dir(out)
-    checkpoints = work / "checkpoints"
-    last = get_last_checkpoint(str(checkpoints)) if resume and checkpoints.is_dir() else None
-    if resume and last is None:
-        logger.warning("no checkpoint to resume from in %s: starting from the beginning", work)
-
+    # 3. the work folder: fresh, or kept for resume (checked in 1.)
     bf16 = _use_bf16(config.bf16)
     args = TrainingArguments(
         output_dir=str(checkpoints),
