@@ -198,3 +198,14 @@ def test_replace_keeps_the_old_adapters_until_the_new_are_in_place(tmp_path) -> 
     _recover(out)
     assert (out / "adapter_model.safetensors").read_text() == "new"
     assert not (tmp_path / ".adapters.old").exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [({"lr": -1.0}, "lr must be positive"), ({"batch_size": 0}, "batch_size must be at least 1")],
+)
+def test_bad_settings_are_refused_before_anything_loads(setting, message) -> None:
+    from moragent.train.training import _settings
+
+    with pytest.raises(ValueError, match=message):
+        _settings(None, setting)

@@ -45,7 +45,9 @@ def export_command(
         Path | None,
         typer.Option(help="Trajectories (JSONL) on which mor routing weights are measured."),
     ] = None,
-    max_sequences: Annotated[int, typer.Option(help="Calibration trajectories to run.")] = 16,
+    max_sequences: Annotated[
+        int, typer.Option(min=1, help="Calibration trajectories to run.")
+    ] = 16,
     dtype: Annotated[
         str, typer.Option(help="Tensor type of the files: f32, or f16 for half the size.")
     ] = "f32",

@@ -318,6 +318,8 @@ def _settings(config: TrainConfig | None, settings: dict[str, Any]) -> TrainConf
     for key in ("batch_size", "grad_accum", "max_length", "save_steps", "logging_steps"):
         if getattr(config, key) < 1:
             raise ValueError(f"{key} must be at least 1, got {getattr(config, key)}")
+    if not config.lr > 0:
+        raise ValueError(f"lr must be positive, got {config.lr}")
     if config.max_steps <= 0 and config.epochs <= 0:
         raise ValueError("give a positive max_steps or epochs: there is nothing to train")
     return config
