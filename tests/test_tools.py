@@ -15,7 +15,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moragent.tools import Tool, Toolbox, ToolLoadError, load_tools, to_tools, tool
+from moragent.tools import (
+    Tool,
+    Toolbox,
+    ToolDefinitionError,
+    ToolLoadError,
+    load_tools,
+    to_tools,
+    tool,
+)
 from moragent.trajectory import ToolCall, ToolResult
 
 
@@ -104,6 +112,19 @@ def test_literal_enum_and_optional() -> None:
         "either": {"anyOf": [{"type": "string"}, {"type": "null"}]},
         "pick": {"anyOf": [{"type": "string", "enum": ["red", "green"]}, {"type": "null"}]},
     }
+
+
+def test_a_default_that_does_not_fit_its_type_hint_is_refused() -> None:
+    def f(count: int = "3") -> None:  # type: ignore[assignment]
+        pass
+
+    with pytest.raises(ToolDefinitionError, match=r"default of parameter 'count' \('3'\)"):
+        Tool.from_function(f)
+
+    def g(ratio: float = 1, tags: tuple[str, ...] = ()) -> None:  # an int is a float
+        pass
+
+    assert Tool.from_function(g).parameters["properties"]["ratio"]["default"] == 1
 
 
 def test_defaults_make_parameters_optional() -> None:

@@ -336,6 +336,13 @@ def parameters_schema(
             schema["description"] = text
         if has_default:
             ok, value = json_default(param.default)
+            if ok and not jsonschema.Draft202012Validator(schema).is_valid(value):
+                raise _fail(
+                    fn,
+                    f"the default of parameter {name!r} ({param.default!r}) does not fit its "
+                    f"type hint {_type_name(annotation)}",
+                    name,
+                )
             if ok:
                 schema["default"] = value
         else:
