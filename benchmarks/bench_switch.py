@@ -22,8 +22,9 @@ and measures:
 3. an episode (prefill of prompts, token-by-token decode of role turns) with three
    role adapters switched vs the same tokens on plain llama.cpp: throughput ratio;
 4. one ``Llama`` per role (``lora_path``) and reloading at each switch: load time, memory;
-5. ``mor`` groups against their collapsed LoRAs at a few ranks (in transformers, so only
-   the collapse is measured): top-1 agreement and mean KL per role. Random groups, or
+5. ``mor`` groups against their collapsed LoRAs at a few ranks, mean and fit collapse
+   (in transformers, so only the collapse is measured): top-1 agreement and mean KL per
+   role. Random groups, or
    trained ones with ``--adapters DIR`` (a ``moragent finetune --method mor`` folder;
    compared on trajectories of its validation split). ``--mor-only`` runs just this part.
 
@@ -316,7 +317,7 @@ def mor_quality(
     """
     from peft import PeftModel, get_peft_model
 
-    from moragent.export.collapse import group_factors, low_rank, measure_routing
+    from moragent.export.collapse import RoutingStats, group_factors, low_rank, measure_routing
     from moragent.models import default_gguf
     from moragent.mor import MoRConfig, MoRLinear
     from moragent.train.base import load_base, resolve_base
@@ -352,7 +353,9 @@ def mor_quality(
                     param.mul_(0.3)
         seqs = sequences(data, tokenizer, 10**9)[: calibration + held_out]
         source = "random mor groups"
-    stats = measure_routing(model, seqs[:calibration], ROLES)
+    fitted = measure_routing(model, seqs[:calibration], ROLES, fit=True)
+    # the mean collapse: the same routing sums without the fit's moments
+    means = {key: RoutingStats(e.weights, e.gate, e.tokens) for key, e in fitted.items()}
     layers = {n.removeprefix("base_model.model."): m for n, m in model.named_modules()
               if isinstance(m, MoRLinear)}  # fmt: skip
     print(f"5. mor collapse, {source}, routing from {calibration} trajectories, "
@@ -362,7 +365,8 @@ def mor_quality(
         for ids, roles in seqs[calibration:]:
             out = model(input_ids=torch.tensor([ids]), role_ids=torch.tensor([roles]))
             references.append(torch.log_softmax(out.logits[0].float(), -1))
-    for rank in ranks:
+    for how, rank in [(how, rank) for how in ("mean", "fit") for rank in ranks]:
+        stats = fitted if how == "fit" else means
         collapsed = {}
         for name, layer in layers.items():
             for role in ROLES:
@@ -389,7 +393,7 @@ def mor_quality(
         cells = "  ".join(f"{role} top-1 {100 * a / n:.1f}% KL {k / n:.4f}" if n
                           else f"{role} no tokens"
                           for role, (a, n, k) in sums.items())  # fmt: skip
-        print(f"   rank {rank:>2}: {cells}")
+        print(f"   {how:>4} rank {rank:>2}: {cells}")
 
 
 def _static_delta(name: str, collapsed: dict) -> object:

@@ -59,7 +59,7 @@ def mor_export(tmp_path_factory):
 def routing(mor_export):
     _, model, tokenizer, data, _ = mor_export
     sequences = calibration_sequences(data, tokenizer, ROLES, max_sequences=2)
-    return sequences, measure_routing(model, sequences, ROLES)
+    return sequences, measure_routing(model, sequences, ROLES, fit=True)  # as the export does
 
 
 def test_cli_reports_the_collapse_of_each_role(mor_export):
@@ -69,7 +69,7 @@ def test_cli_reports_the_collapse_of_each_role(mor_export):
     collapse = meta["results"]["export"]["collapse"]
     assert set(collapse) == set(ROLES)
     for report in collapse.values():
-        assert report["rank"] == 16
+        assert report["rank"] == 16 and report["method"] == "fit"
         # full rank: the sum of 3 (or 2) routed experts plus the shared one is kept exactly
         assert report["relative_error"] < 1e-3
         assert report["calibration_tokens"] > 0
@@ -101,6 +101,60 @@ def test_written_delta_is_the_expected_group_delta(mor_export, routing):
     expected = sum(bb @ aa for bb, aa in pairs)
     written = (alpha / a.shape[0]) * (b @ a)
     assert torch.allclose(written, expected, atol=1e-5 * float(expected.abs().max()))
+
+
+def group_inputs_and_outputs(model, sequences, role: str):
+    """The inputs of V_PROJ at ``role``'s tokens and the role group's real output there."""
+    from moragent.mor.layer import route
+
+    layer = model.get_submodule(f"base_model.model.{V_PROJ}")
+    seen = []
+    handle = layer.register_forward_pre_hook(lambda module, args: seen.append(args[0][0]))
+    with torch.no_grad():
+        for ids, role_ids in sequences:
+            model(input_ids=torch.tensor([ids]), role_ids=torch.tensor([role_ids]), use_cache=False)
+    handle.remove()
+    index = ROLES.index(role)
+    mask = torch.cat([torch.tensor(role_ids) == index for _, role_ids in sequences])
+    x = torch.cat(seen).float()[mask]
+    get = lambda name: getattr(layer, name)["default"][role].detach().float()  # noqa: E731
+    a, b, scaling = get("mor_A"), get("mor_B"), layer.scaling("default")
+    _, top, weights = route(x @ get("mor_router").t(), 2)
+    dense = torch.zeros(x.shape[0], a.shape[0]).scatter_(1, top, weights)
+    y = scaling * torch.einsum("ne,eor,erd,nd->no", dense, b, a, x)
+    gate = torch.sigmoid(x @ get("mor_gate").t())
+    y += scaling * gate * (x @ get("mor_shared_A").t() @ get("mor_shared_B").t())
+    kinds = {name: get(name) for name in ("mor_A", "mor_B", "mor_shared_A", "mor_shared_B")}
+    return x, y, kinds, scaling
+
+
+def test_the_fit_collapse_is_the_least_squares_map_of_the_group(mor_export, routing, monkeypatch):
+    from moragent.export import collapse
+
+    _, model, _, _, _ = mor_export
+    sequences, _ = routing
+    model.eval()  # no dropout: both passes see the same inputs
+    x, y, kinds, scaling = group_inputs_and_outputs(model, sequences, "executor")
+    stats = measure_routing(model, sequences, ROLES, fit=True)[(V_PROJ, "executor")]
+    gram = x.t() @ x
+    assert stats.tokens == x.shape[0]
+    assert torch.allclose(stats.gram, gram, atol=1e-5 * float(gram.abs().max()))
+
+    def error(pairs) -> float:
+        w = sum(bb @ aa for bb, aa in pairs)
+        return float((x @ w.t() - y).pow(2).sum())
+
+    mean_stats = collapse.RoutingStats(stats.weights, stats.gate, stats.tokens)
+    mean_error = error(group_factors(kinds, scaling, mean_stats))
+    fit_error = error(group_factors(kinds, scaling, stats))
+    assert fit_error < 0.9 * mean_error
+    # with no ridge the fit is plain least squares: no linear map does better on these tokens
+    monkeypatch.setattr(collapse, "FIT_RIDGE", 1e-9)
+    best = torch.linalg.lstsq(x.double(), y.double()).solution
+    best_error = float((x.double() @ best - y.double()).pow(2).sum())
+    scale = float(y.pow(2).sum())
+    assert error(group_factors(kinds, scaling, stats)) <= best_error + 1e-5 * scale
+    assert mean_error > 1e-2 * scale  # the mean collapse is far from it
 
 
 def test_collapsed_adapters_load_and_change_llamacpp_output(mor_export):

@@ -51,6 +51,13 @@ def export_command(
     dtype: Annotated[
         str, typer.Option(help="Tensor type of the files: f32, or f16 for half the size.")
     ] = "f32",
+    collapse: Annotated[
+        str,
+        typer.Option(
+            help="How a mor group becomes one LoRA with --calibration: fit (least squares to "
+            "the group's output on the calibration tokens) or mean (mean routing weights)."
+        ),
+    ] = "fit",
 ) -> None:
     """Export role adapters to one GGUF LoRA per role, for llama.cpp (--adapters)."""
     from moragent.export import export_adapters
@@ -67,6 +74,7 @@ def export_command(
             calibration=calibration,
             max_sequences=max_sequences,
             dtype=dtype,
+            collapse=collapse,
         )
     except (OSError, ValueError) as exc:
         err_console.print(f"[red]error:[/] {escape(str(exc))}")

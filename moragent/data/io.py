@@ -15,12 +15,13 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 logger = logging.getLogger(__name__)
 
 #: progress callback: (bytes read so far, total bytes of the input)
 ProgressFn = Callable[[int, int], None]
+T = TypeVar("T")
 
 _CHUNK = 1 << 16
 
@@ -69,6 +70,13 @@ def iter_lines(
                 yield number, raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:
                 raise DataError(f"not UTF-8 text ({exc.reason})", path, number) from None
+
+
+def spread(items: list[T], count: int | None) -> list[T]:
+    """``count`` items spread evenly over ``items`` in their order (all when ``None``)."""
+    if count is None or count >= len(items):
+        return items
+    return [items[i * len(items) // count] for i in range(count)]
 
 
 def check_outputs(source: str | Path, *outputs: str | Path) -> None:

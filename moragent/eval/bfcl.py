@@ -22,6 +22,7 @@ from typing import Any
 
 import jsonschema
 
+from moragent.data.io import spread
 from moragent.eval._bfcl_shim import load_checker
 from moragent.eval.bfcl_schema import as_declared, tool_schemas
 from moragent.trajectory import ToolCall
@@ -194,13 +195,6 @@ def load_category(
             )
         )
     return questions
-
-
-def spread(items: list[Any], count: int | None) -> list[Any]:
-    """``count`` items spread evenly over ``items`` in their order (all when ``None``)."""
-    if count is None or count >= len(items):
-        return items
-    return [items[i * len(items) // count] for i in range(count)]
 
 
 def _category_file(folder: Path, category: str) -> Path:

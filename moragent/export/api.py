@@ -38,6 +38,9 @@ from moragent.export.manifest import EXPORT_KEY, base_identity, role_file
 
 logger = logging.getLogger(__name__)
 
+#: ways a mor group becomes one static LoRA (moragent.export.collapse)
+COLLAPSES = ("fit", "mean")
+
 
 @dataclass
 class ExportResult:
@@ -97,7 +100,12 @@ def _base_path(adapter_dir: Path, model: str | Path | None, metadata: Any) -> Pa
 
 
 def _routing(
-    adapter_dir: Path, base: Path, calibration: str | Path, roles: list[str], max_sequences: int
+    adapter_dir: Path,
+    base: Path,
+    calibration: str | Path,
+    roles: list[str],
+    max_sequences: int,
+    fit: bool,
 ) -> dict[tuple[str, str], RoutingStats]:
     """Routing statistics of the MoR adapters on calibration trajectories."""
     from peft import PeftModel
@@ -109,7 +117,7 @@ def _routing(
     model = PeftModel.from_pretrained(model, adapter_dir).eval()
     sequences = calibration_sequences(calibration, tokenizer, roles, max_sequences)
     logger.info("measuring routing on %d calibration trajectories", len(sequences))
-    return measure_routing(model, sequences, roles)
+    return measure_routing(model, sequences, roles, fit=fit)
 
 
 def export_adapters(
@@ -121,6 +129,7 @@ def export_adapters(
     calibration: str | Path | None = None,
     max_sequences: int = 16,
     dtype: str = "f32",
+    collapse: str = "fit",
 ) -> ExportResult:
     """Export role adapters to one GGUF LoRA per role plus ``moragent.json``.
 
@@ -134,6 +143,9 @@ def export_adapters(
             it every expert gets the same weight and the shared gate is 0.5.
         max_sequences: calibration trajectories to run.
         dtype: tensor type of the written files: ``f32`` or ``f16`` (half the size).
+        collapse: how a ``mor`` group becomes one LoRA with calibration data: ``fit``
+            (least squares to the group's output on the calibration tokens) or ``mean``
+            (mean routing weights); see ``moragent.export.collapse``.
 
     Raises:
         ExportError: the adapters do not fit the base GGUF or cannot be expressed in it.
@@ -149,10 +161,14 @@ def export_adapters(
         raise ExportError(f"--rank must be a positive integer, got {rank}")
     if dtype not in TENSOR_DTYPES:
         raise ExportError(f"unknown tensor type {dtype!r}: use {' or '.join(TENSOR_DTYPES)}")
+    if collapse not in COLLAPSES:
+        raise ExportError(f"unknown collapse {collapse!r}: use {' or '.join(COLLAPSES)}")
 
     stats: dict[tuple[str, str], RoutingStats] = {}
+    how = collapse if calibration is not None else "uniform"
     if method == "mor" and calibration is not None:
-        stats = _routing(adapter_dir, base_path, calibration, roles, max_sequences)
+        fit = collapse == "fit"
+        stats = _routing(adapter_dir, base_path, calibration, roles, max_sequences, fit)
     elif method == "mor":
         logger.warning("no calibration data: the collapse uses uniform routing weights")
 
@@ -164,7 +180,7 @@ def export_adapters(
     try:
         files, reports = {}, {}
         for role in roles:
-            tensors, report = [], CollapseReport(rank=rank or int(config["r"]))
+            tensors, report = [], CollapseReport(rank=rank or int(config["r"]), method=how)
             for module, per_role in sorted(modules.items()):
                 if role not in per_role:
                     continue

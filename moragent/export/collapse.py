@@ -3,10 +3,17 @@
 A ``mor`` role group adds, for a token ``x`` of that role,
 ``s * (sum_e w_e(x) B_e A_e x + g(x) B_s A_s x)`` with router weights ``w_e(x)`` (top-k,
 renormalised, zero for experts not chosen) and the shared expert's sigmoid gate ``g(x)``.
-A static adapter cannot follow ``x``; the collapse replaces ``w_e(x)`` and ``g(x)`` by
-their means over the role's tokens of calibration trajectories, sums the group into one
-delta ``W`` and keeps its best rank-``R`` part (truncated SVD). ``W`` is a sum of a few
-rank-``r`` products, so the SVD runs on a small core matrix, never on ``d_out x d_in``.
+A static adapter cannot follow ``x``. The ``mean`` collapse replaces ``w_e(x)`` and
+``g(x)`` by their means over the role's tokens of calibration trajectories and sums the
+group into one delta ``W``. The ``fit`` collapse (the default with calibration data)
+takes instead the ``W`` whose output is closest, in least squares over those tokens, to
+the group's real output: with ``G = sum x x^T`` and ``P_e = sum w_e(x) A_e x x^T``,
+``W = s * sum_e B_e (P_e + l * mean(w_e) A_e) (G + l I)^-1`` (and the same for the
+shared expert), a ridge ``l`` that pulls directions the calibration tokens do not span
+back to the mean collapse. A mean cannot tell apart inputs that the router sends to
+different experts; the fit keeps as much of that as one linear map can. Either way ``W``
+is a sum of a few rank-``r`` products, and its best rank-``R`` part (truncated SVD) is
+computed on a small core matrix, never on ``d_out x d_in``.
 
 The ``lora`` method needs none of this: its role adapters export exactly.
 """
@@ -31,6 +38,11 @@ class RoutingStats:
     weights: torch.Tensor | None = None
     gate: float = 0.0
     tokens: int = 0
+    #: for the ``fit`` collapse: ``sum x x^T`` (d_in x d_in), ``sum w_e(x) A_e x x^T``
+    #: (E x r x d_in) and ``sum g(x) A_s x x^T`` (r x d_in)
+    gram: torch.Tensor | None = None
+    cross: torch.Tensor | None = None
+    shared_cross: torch.Tensor | None = None
 
     def mean_weights(self, experts: int) -> torch.Tensor:
         """Mean routing weight of each expert (uniform when no token was seen)."""
@@ -49,6 +61,7 @@ class CollapseReport:
 
     Attributes:
         rank: the exported rank.
+        method: how routing became static (module doc): ``fit``, ``mean`` or ``uniform``.
         relative_error: ``||W - W_R||_F / ||W||_F`` over all modules of the role together.
         worst_module_error: the largest per-module relative error.
         tokens: calibration tokens of the role (0: no calibration, uniform weights).
@@ -56,6 +69,8 @@ class CollapseReport:
     """
 
     rank: int
+    #: "fit", "mean" or "uniform" (no calibration data)
+    method: str = "mean"
     relative_error: float = 0.0
     worst_module_error: float = 0.0
     tokens: int = 0
@@ -66,6 +81,7 @@ class CollapseReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "rank": self.rank,
+            "method": self.method,
             "relative_error": round(self.relative_error, 6),
             "worst_module_error": round(self.worst_module_error, 6),
             "calibration_tokens": self.tokens,
@@ -122,11 +138,47 @@ def group_factors(
     if "mor_shared_A" in tensors:
         gate = stats.mean_gate()
         pairs.append((tensors["mor_shared_B"].float() * (scaling * gate), tensors["mor_shared_A"]))
+    if stats.gram is not None and stats.tokens:
+        return _fitted(tensors, scaling, stats, weights)
     return pairs
 
 
+#: ridge of the ``fit`` collapse, relative to the mean diagonal of ``sum x x^T``
+FIT_RIDGE = 0.05
+
+
+def _fitted(
+    tensors: dict[str, torch.Tensor],
+    scaling: float,
+    stats: RoutingStats,
+    weights: torch.Tensor,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The (B, A) pairs of the least-squares collapse (module doc): B as trained, times
+    the scaling; A rows refitted to the calibration tokens."""
+    assert stats.gram is not None and stats.cross is not None
+    experts_a, experts_b = tensors["mor_A"].double(), tensors["mor_B"].float()
+    rows = [stats.cross[e].double() for e in range(experts_a.shape[0])]
+    targets = [experts_a[e] * float(weights[e]) for e in range(experts_a.shape[0])]
+    columns = [experts_b[e] * scaling for e in range(experts_a.shape[0])]
+    if "mor_shared_A" in tensors:
+        assert stats.shared_cross is not None
+        rows.append(stats.shared_cross.double())
+        targets.append(tensors["mor_shared_A"].double() * stats.mean_gate())
+        columns.append(tensors["mor_shared_B"].float() * scaling)
+    gram = stats.gram.double()
+    ridge = FIT_RIDGE * float(gram.diagonal().mean())
+    stacked = torch.cat([row + ridge * target for row, target in zip(rows, targets, strict=True)])
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype)
+    fitted = torch.linalg.solve(gram + ridge * eye, stacked.t()).t().float()
+    sizes = [row.shape[0] for row in rows]
+    return list(zip(columns, torch.split(fitted, sizes), strict=True))
+
+
 def measure_routing(
-    model: Any, sequences: Sequence[tuple[list[int], list[int]]], roles: Sequence[str]
+    model: Any,
+    sequences: Sequence[tuple[list[int], list[int]]],
+    roles: Sequence[str],
+    fit: bool = False,
 ) -> dict[tuple[str, str], RoutingStats]:
     """Run the MoR model over calibration sequences; sum routing weights and gates.
 
@@ -134,6 +186,8 @@ def measure_routing(
         model: a PEFT model with MoR layers (eval mode).
         sequences: (token ids, role ids) of each calibration trajectory.
         roles: the adapter's role names (role id = index).
+        fit: also sum the moments the ``fit`` collapse needs (``d_in x d_in`` per module
+            and role: about 1.6 GB for SmolLM2-135M's three roles).
 
     Returns:
         (module name, role) -> sums over the tokens processed under that role.
@@ -158,15 +212,25 @@ def measure_routing(
                 x = x2d.index_select(0, positions)
                 entry = stats.setdefault((name, role), RoutingStats())
                 entry.tokens += x.shape[0]
+                experts_a = layer.mor_A[adapter][role].float()
                 if config.has_router(role):
                     logits = x @ layer.mor_router[adapter][role].float().t()
                     _, index, weights = route(logits, config.top_k_of(role))
                     dense = torch.zeros_like(logits).scatter_(1, index, weights)
                     total = dense.sum(dim=0)
                     entry.weights = total if entry.weights is None else entry.weights + total
+                else:
+                    dense = x.new_ones(x.shape[0], experts_a.shape[0])
+                if fit:
+                    projected = torch.einsum("erd,nd->ner", experts_a, x) * dense.unsqueeze(-1)
+                    _add(entry, "gram", x.t() @ x)
+                    _add(entry, "cross", torch.einsum("ner,nd->erd", projected, x))
                 if config.has_shared_expert():
-                    gate = x @ layer.mor_gate[adapter][role].float().t()
-                    entry.gate += float(torch.sigmoid(gate).sum())
+                    gate = torch.sigmoid(x @ layer.mor_gate[adapter][role].float().t())
+                    entry.gate += float(gate.sum())
+                    if fit:
+                        shared = (x @ layer.mor_shared_A[adapter][role].float().t()) * gate
+                        _add(entry, "shared_cross", shared.t() @ x)
 
         return pre_forward
 
@@ -188,6 +252,11 @@ def measure_routing(
     return stats
 
 
+def _add(entry: RoutingStats, name: str, value: torch.Tensor) -> None:
+    current = getattr(entry, name)
+    setattr(entry, name, value if current is None else current + value)
+
+
 def calibration_sequences(
     path: str | Path,
     tokenizer: Any,
@@ -195,14 +264,15 @@ def calibration_sequences(
     max_sequences: int = 16,
     max_length: int = 1024,
 ) -> list[tuple[list[int], list[int]]]:
-    """(token ids, role ids) of the first trajectories of a calibration file."""
+    """(token ids, role ids) of ``max_sequences`` trajectories spread evenly over a
+    calibration file (a file built set by set starts with one kind of trajectory only)."""
+    from moragent.data.io import spread
     from moragent.train.dataset import load_training_data
     from moragent.train.tensors import encode_all
 
     data = load_training_data(path)
-    encoded, _ = encode_all(
-        data.trajectories[:max_sequences], tokenizer, max_length, roles=list(roles)
-    )
+    picked = spread(data.trajectories, max_sequences)
+    encoded, _ = encode_all(picked, tokenizer, max_length, roles=list(roles))
     if not encoded:
         raise ValueError(
             f"no calibration trajectory of {path} fits {max_length} tokens: pass another file"
