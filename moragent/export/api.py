@@ -302,6 +302,7 @@ def _write_metadata(
             adapter_config=config,
             training=metadata.training if metadata else {},
             results=results,
+            started_from=metadata.started_from if metadata else None,
         ),
     )
 
