@@ -122,7 +122,8 @@ def group_factors(
     scaling: float,
     stats: RoutingStats | None,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The weighted (B, A) pairs of one role group at one module.
+    """The weighted (B, A) pairs of one role group at one module, whose sum is ``W``:
+    the fit collapse when ``stats`` holds the fit's sums, the mean collapse otherwise.
 
     Args:
         tensors: the role's ``mor_A`` (E x r x d_in), ``mor_B`` (E x d_out x r) and, where
@@ -134,12 +135,12 @@ def group_factors(
     experts = experts_a.shape[0]
     stats = stats or RoutingStats()
     weights = stats.mean_weights(experts) if experts > 1 else torch.ones(1)
+    if stats.gram is not None and stats.tokens:
+        return _fitted(tensors, scaling, stats, weights)
     pairs = [(experts_b[e] * (scaling * float(weights[e])), experts_a[e]) for e in range(experts)]
     if "mor_shared_A" in tensors:
         gate = stats.mean_gate()
         pairs.append((tensors["mor_shared_B"].float() * (scaling * gate), tensors["mor_shared_A"]))
-    if stats.gram is not None and stats.tokens:
-        return _fitted(tensors, scaling, stats, weights)
     return pairs
 
 
