@@ -271,9 +271,8 @@ def throughput(gguf_dir: Path, seqs: list, repeats: int) -> None:
 
 
 def loading(gguf_dir: Path) -> None:
-    import llama_cpp
-
     from moragent.backends import make_backend
+    from moragent.backends.llamacpp_safe import load_llama
     from moragent.models import default_gguf
 
     threads = int(os.environ["MORAGENT_THREADS"])
@@ -285,8 +284,7 @@ def loading(gguf_dir: Path) -> None:
     shared.close()
     before, began = rss_mb(), time.perf_counter()
     per_role = [
-        llama_cpp.Llama(model_path=str(default_gguf()), lora_path=str(gguf_dir / f"{role}.gguf"),
-                        n_ctx=1100, n_threads=threads, verbose=False)
+        load_llama(default_gguf(), 1100, threads, lora_path=str(gguf_dir / f"{role}.gguf"))
         for role in ROLES
     ]  # fmt: skip
     print(f"   one Llama per role (lora_path):    {time.perf_counter() - began:.2f} s, "
@@ -297,8 +295,7 @@ def loading(gguf_dir: Path) -> None:
     began = time.perf_counter()
     for role in ROLES:
         lora = str(gguf_dir / f"{role}.gguf")
-        llm = llama_cpp.Llama(model_path=str(default_gguf()), lora_path=lora,
-                              n_ctx=1100, n_threads=threads, verbose=False)  # fmt: skip
+        llm = load_llama(default_gguf(), 1100, threads, lora_path=lora)
         llm.close()
     print(
         f"   reload per switch: {(time.perf_counter() - began) / 3 * 1000:.0f} ms per switch "

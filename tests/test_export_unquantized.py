@@ -143,17 +143,21 @@ def test_bad_inputs_are_clear_errors(tiny, tmp_path):
 
 
 def llama_logits(path, ids):
-    """llama.cpp's logits after every token of ``ids`` (F32 KV cache, one thread)."""
-    llama_cpp = pytest.importorskip("llama_cpp")
+    """llama.cpp's logits after every token of ``ids`` (F32 KV cache, one thread).
 
-    llm = llama_cpp.Llama(
-        model_path=str(path),
-        n_ctx=64,
-        n_threads=1,
+    Loaded through ``load_llama``, as moragent loads models: a bare ``llama_cpp.Llama``
+    on a quantized file crashes in its first decode on AMX CPUs (see llamacpp_safe).
+    """
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from moragent.backends.llamacpp_safe import load_llama
+
+    llm = load_llama(
+        path,
+        64,
+        1,
         logits_all=True,
         type_k=llama_cpp.GGML_TYPE_F32,
         type_v=llama_cpp.GGML_TYPE_F32,
-        verbose=False,
     )
     try:
         llm.eval(ids)
