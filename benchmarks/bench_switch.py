@@ -286,7 +286,7 @@ def loading(gguf_dir: Path) -> None:
     per_role = [
         load_llama(default_gguf(), 1100, threads, lora_path=str(gguf_dir / f"{role}.gguf"))
         for role in ROLES
-    ]  # fmt: skip
+    ]
     print(f"   one Llama per role (lora_path):    {time.perf_counter() - began:.2f} s, "
           f"+{rss_mb() - before:.0f} MB")  # fmt: skip
     for llm in per_role:

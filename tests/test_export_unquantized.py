@@ -153,8 +153,8 @@ def llama_logits(path, ids):
 
     llm = load_llama(
         path,
-        64,
-        1,
+        n_ctx=64,
+        n_threads=1,
         logits_all=True,
         type_k=llama_cpp.GGML_TYPE_F32,
         type_v=llama_cpp.GGML_TYPE_F32,
