@@ -5,6 +5,9 @@ called one."""
 from __future__ import annotations
 
 import json
+import random
+
+import pytest
 
 from moragent.data.augment import (
     content_words,
@@ -12,6 +15,7 @@ from moragent.data.augment import (
     near_miss_tools,
     near_miss_trajectories,
     no_fit_trajectories,
+    no_fit_trajectory,
 )
 from moragent.data.verify import check_data
 from moragent.roles import Role
@@ -191,7 +195,7 @@ def test_fit_and_no_fit_thoughts_turn_at_the_verdict() -> None:
     """A call thought and a no-fit thought both start with the tool and what it does;
     they differ from the verdict on ("which is what" / "which is not what")."""
     from moragent.data.complete import CompleteStats, complete_trajectory
-    from moragent.data.rules import RulesTeacher
+    from moragent.data.rules import RulesTeacher, purpose
 
     pool = [
         one_call("What is the weather in Paris?", WEATHER),
@@ -202,10 +206,10 @@ def test_fit_and_no_fit_thoughts_turn_at_the_verdict() -> None:
     assert made
     for trajectory in made:
         thought = trajectory.steps[0].thought
-        first = trajectory.tools[0]
-        assert thought.startswith(f"{first['name']} can {first['description'][0].lower()}")
+        named = next(t for t in trajectory.tools if thought.startswith(t["name"] + " can "))
+        assert thought.startswith(f"{named['name']} can {purpose(named, named['name'])}, ")
         assert ", which is not what " in thought
-        for other in trajectory.tools[1:]:
+        for other in trajectory.tools:
             assert other["name"] in thought
 
     fit = one_call("What is the weather in Paris?", WEATHER)
@@ -213,5 +217,41 @@ def test_fit_and_no_fit_thoughts_turn_at_the_verdict() -> None:
     for seed in range(6):
         complete_trajectory(fit, RulesTeacher(seed), CompleteStats())
         thought = fit.steps[0].thought
-        assert thought.startswith("get_weather can current weather for a city, which is what ")
+        assert thought.startswith(
+            "get_weather can help with current weather for a city, which is what "
+        )
         fit.steps[0] = ReasonerStep("", Role.EXECUTOR)
+
+
+def test_no_fit_thoughts_name_any_offered_tool_not_just_the_first() -> None:
+    """A call thought names the called tool wherever it stands in the catalogue; a
+    no-fit thought that always named the first would teach "the first is never called"."""
+    source = one_call("What is the weather in Paris?", WEATHER)
+    named = set()
+    for seed in range(40):
+        rng = random.Random(seed)
+        made = no_fit_trajectory(source, [HOTELS, STOCKS], rng)
+        named.add(made.steps[0].thought.split(" ")[0])
+    assert named == {HOTELS["name"], STOCKS["name"]}
+
+
+@pytest.mark.parametrize(
+    ("description", "expected"),
+    [
+        ("Retrieve the sales of a shop.", "retrieve the sales of a shop"),
+        ("Returns the weather for a city", "return the weather for a city"),
+        ("Identifies all faces in an image", "identify all faces in an image"),
+        ("Searches the web. Slow.", "search the web"),
+        ("This tool gets the price of a stock", "get the price of a stock"),
+        ("A function that computes the sum", "compute the sum"),
+        ("Current weather for a city", "help with current weather for a city"),
+        ("Status of an order", "help with status of an order"),
+        ("API for stock prices", "help with API for stock prices"),
+        ("Apply for a grant", "apply for a grant"),
+        ("", "use tool_x"),
+    ],
+)
+def test_purpose_is_a_verb_phrase_after_can(description: str, expected: str) -> None:
+    from moragent.data.rules import purpose
+
+    assert purpose({"description": description}, "tool_x") == expected

@@ -12,7 +12,7 @@ import pytest
 from moragent.backends.base import CacheStats, Constraint, Generation
 from moragent.data.complete import CompleteStats, complete_file, complete_trajectory, repair
 from moragent.data.io import DataError
-from moragent.data.rules import RulesTeacher
+from moragent.data.rules import RulesTeacher, purpose
 from moragent.data.teacher import BackendTeacher, TeacherError, resolve_teacher
 from moragent.data.verify import check_data
 from moragent.roles import Role
@@ -125,11 +125,10 @@ def test_rules_are_deterministic_and_seeded() -> None:
 def test_rules_thought_without_any_call() -> None:
     trajectory = Trajectory("hi", TOOLS, [ReasonerStep("", Role.SUMMARIZER), SummarizerStep("Hi!")])
     complete_trajectory(trajectory, RulesTeacher(), CompleteStats())
-    # the first tool and what it does, then the verdict
+    # one offered tool and what it does, then the verdict
     thought = trajectory.steps[0].thought  # type: ignore[union-attr]
-    assert thought.startswith(
-        "find_crop can search for information about a specific crop, which is not what "
-    )
+    named = next(t for t in TOOLS if thought.startswith(t["name"] + " can "))
+    assert thought.startswith(f"{named['name']} can {purpose(named, named['name'])}, which is not ")
     assert trajectory.steps[1].synthetic is False
     assert trajectory.answer == "Hi!"
 

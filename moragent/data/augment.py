@@ -37,22 +37,22 @@ from moragent.trajectory import ReasonerStep, SummarizerStep, Trajectory
 #: The same shape as the rules teacher's call thoughts (the tool, what it does, then the
 #: verdict), so that the verdict, not the first word, is where a thought turns.
 _THOUGHTS = (
-    "{first} can {purpose}, which is not what this question needs, so there is nothing "
+    "{tool} can {purpose}, which is not what this question needs, so there is nothing "
     "useful to call.",
-    "{first} can {purpose}, which is not what is asked here. I should not call any tool.",
-    "{first} can {purpose}, which is not what this request is about: no call fits it.",
+    "{tool} can {purpose}, which is not what is asked here. I should not call any tool.",
+    "{tool} can {purpose}, which is not what this request is about: no call fits it.",
 )
 #: the same for a tool whose purpose is too long to quote
 _THOUGHTS_UNQUOTED = (
-    "{first} cannot do what this question asks, so there is nothing useful to call.",
-    "{first} is not a tool for what is asked here. I should not call any tool.",
+    "{tool} cannot do what this question asks, so there is nothing useful to call.",
+    "{tool} is not a tool for what is asked here. I should not call any tool.",
 )
 #: added when several tools are offered
 _OTHERS = " {others} would not help either."
 _ANSWERS = (
     "I can't help with that using the tools I have: {names} cannot do it.",
     "None of my tools ({names}) can do this, so I can't answer it reliably.",
-    "Sorry, that is outside what my tools can do ({first} can only {purpose}).",
+    "Sorry, that is outside what my tools can do ({tool} can only {purpose}).",
 )
 #: a purpose longer than this is not quoted (templates without it are used)
 _MAX_PURPOSE = 90
@@ -122,12 +122,17 @@ def no_fit_trajectory(
 ) -> Trajectory:
     """``trajectory``'s query offered ``tools`` instead: the reasoner calls nothing."""
     names = [str(tool.get("name")) for tool in tools]
-    text = purpose(tools[0], names[0])
-    fill = {"names": ", ".join(names), "first": names[0], "purpose": text}
+    # The tool the thought names is drawn, not the catalogue's first: a call thought
+    # names the called tool wherever it stands, and naming the first here would teach
+    # "the first tool is never called".
+    pick = rng.randrange(len(tools))
+    text = purpose(tools[pick], names[pick])
+    fill = {"names": ", ".join(names), "tool": names[pick], "purpose": text}
     quotable = len(text) <= _MAX_PURPOSE
     thought = rng.choice(_THOUGHTS if quotable else _THOUGHTS_UNQUOTED).format(**fill)
-    if len(names) > 1:
-        thought += _OTHERS.format(others=" and ".join(names[1:]))
+    others = names[:pick] + names[pick + 1 :]
+    if others:
+        thought += _OTHERS.format(others=" and ".join(others))
     answer = rng.choice([a for a in _ANSWERS if quotable or "{purpose}" not in a])
     answer = answer.format(**fill)
     return Trajectory(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import zlib
 from typing import Any
 
@@ -53,7 +54,7 @@ _TO_ANSWER = (
     "Nothing else to call: {tools} gave me the information to answer.",
     "That completes the calls ({tools}). I'll sum up the results for the user.",
 )
-#: Tools offered but none called (a chat turn): the first tool's purpose, then the verdict.
+#: Tools offered but none called (a chat turn): one tool's purpose, then the verdict.
 _NO_TOOL = (
     "{name} can {purpose}, which is not what this question needs; I can answer directly.",
     "{name} can {purpose}, which is not what is asked here, so I'll answer it myself.",
@@ -79,13 +80,58 @@ def step_rng(seed: int, trajectory: Trajectory, index: int, kind: str) -> random
     return random.Random(zlib.crc32(key))
 
 
+#: first words that start a noun phrase, not a verb phrase ("A tool that ...")
+_NOT_VERBS = frozenset(
+    """a an the this these that its it all any some each current latest recent daily real-time
+    detailed basic general historical random various""".split()
+)
+#: words after a third-person verb ("Returns the ...") that a plural noun rarely precedes
+_AFTER_VERB = frozenset("a an the all any each information details data one".split())
+#: "This tool gets ...", "A function that gets ...": the subject before the verb
+_SUBJECT = re.compile(
+    r"^(?:this|the|a|an)\s+(?:tool|function|api|endpoint|method|service)\s+(?:that\s+|which\s+)?",
+    re.IGNORECASE,
+)
+
+
+def _imperative(word: str) -> str:
+    """'Returns' -> 'return', 'Identifies' -> 'identify', 'Searches' -> 'search'."""
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("sses", "shes", "ches", "xes")):
+        return word[:-2]
+    return word[:-1]
+
+
 def purpose(tool: dict[str, Any] | None, name: str) -> str:
-    """A tool's description as a verb phrase: 'Retrieve the X.' -> 'retrieve the X'."""
+    """A tool's description as a verb phrase to follow "can": 'Retrieve the X.' ->
+    'retrieve the X', 'Returns the X' -> 'return the X', 'Current weather for a city'
+    -> 'help with current weather for a city'."""
     text = str((tool or {}).get("description", "")).strip().rstrip(".")
     if not text:
         return f"use {name}"
-    text = text.split(". ")[0]
-    return text[0].lower() + text[1:] if not text[:2].isupper() else text
+    text = _SUBJECT.sub("", text.split(". ")[0]).strip() or f"use {name}"
+    if not text[:2].isupper():
+        text = text[0].lower() + text[1:]
+    words = text.split(" ")
+    first = words[0]
+    if (
+        len(words) > 1
+        and first.endswith("s")
+        and not first.endswith(("ss", "us", "is"))
+        and words[1].lower() in _AFTER_VERB
+    ):
+        return " ".join([_imperative(first), *words[1:]])
+    noun = (
+        first.lower() in _NOT_VERBS
+        or (len(first) > 5 and first.lower().endswith("ing"))
+        or (len(first) > 5 and first.lower().endswith("ed") and not first.lower().endswith("eed"))
+        or first[:2].isupper()  # an acronym: "API for ..."
+        or (len(words) > 1 and words[1] == "of")  # "Status of an order"
+    )
+    if noun:
+        return f"help with {text}"
+    return text
 
 
 def describe_arguments(arguments: Any, limit: int = 60) -> str:
@@ -161,9 +207,9 @@ class RulesTeacher:
             return rng.choice(_TO_ANSWER).format(tools=" and ".join(called))
         if not trajectory.tools:
             return rng.choice(_NO_TOOLS_AT_ALL)
-        first = trajectory.tools[0]
-        name = str(first.get("name"))
-        return rng.choice(_NO_TOOL).format(name=name, purpose=purpose(first, name))
+        offered = rng.choice(trajectory.tools)  # any of them: see augment.no_fit_trajectory
+        name = str(offered.get("name"))
+        return rng.choice(_NO_TOOL).format(name=name, purpose=purpose(offered, name))
 
     def observation(self, trajectory: Trajectory, index: int, position: int) -> str:
         """What call ``position`` of the executor step before ``index`` returned (JSON)."""
